@@ -1,0 +1,1 @@
+"""Pure request coordination: quorums, sloppy quorum targets, read repair, hints."""

@@ -1,0 +1,113 @@
+"""Quorum bookkeeping for one request, and the choice of replicas it goes to.
+
+`choose_targets` implements the sloppy quorum: the first N *reachable* nodes of a key's
+extended preference list. A primary that is down is stood in for by the next reachable
+node past the primaries, and that fallback is told whom it stands in for (`hint_for`),
+so it keeps the write as a hint and hands it over when the primary is back.
+
+`WriteQuorum` and `ReadQuorum` are the per-request state machines: they are fed replica
+answers and a timeout and say when the client can be answered and with what. They
+hold no clock: the node sets a timer at the deadline and calls `timed_out`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from storage.versions import Versions, merge_all
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    node: str
+    hint_for: str | None = None  # the down primary this fallback stands in for
+
+
+def choose_targets(
+    preference: Sequence[str],
+    extended: Callable[[], Sequence[str]],
+    is_up: Callable[[str], bool],
+) -> list[Target]:
+    """The first len(preference) reachable nodes, fallbacks paired with down primaries."""
+    down = [p for p in preference if not is_up(p)]
+    targets = [Target(p) for p in preference if p not in down]
+    if not down:
+        return targets
+    primaries = set(preference)
+    fallbacks = [x for x in extended() if x not in primaries and is_up(x)]
+    targets.extend(Target(f, d) for f, d in zip(fallbacks, down, strict=False))
+    return targets
+
+
+@dataclass(slots=True)
+class WriteQuorum:
+    """Counts durable acknowledgements of one write."""
+
+    required: int
+    targets: tuple[Target, ...]
+    acked: set[str] = field(default_factory=set)
+    answered: bool = False
+
+    def ack(self, node: str) -> bool:
+        """Record an ack; True exactly once, when the quorum is first reached."""
+        if node not in {t.node for t in self.targets}:
+            return False
+        self.acked.add(node)
+        if not self.answered and len(self.acked) >= self.required:
+            self.answered = True
+            return True
+        return False
+
+    @property
+    def acks(self) -> int:
+        return len(self.acked)
+
+    def done(self) -> bool:
+        return len(self.acked) == len(self.targets)
+
+
+@dataclass(slots=True)
+class ReadQuorum:
+    """Collects replica answers to one read; decides the answer and the repairs."""
+
+    required: int
+    targets: tuple[Target, ...]
+    replies: dict[str, Versions | None] = field(default_factory=dict)
+    answered: bool = False
+
+    def reply(self, node: str, versions: Versions | None) -> bool:
+        """Record an answer; True exactly once, when R answers are in."""
+        if node not in {t.node for t in self.targets} or node in self.replies:
+            return False
+        self.replies[node] = versions
+        if not self.answered and len(self.replies) >= self.required:
+            self.answered = True
+            return True
+        return False
+
+    def merged(self) -> Versions:
+        return merge_all(self.replies[n] for n in sorted(self.replies))
+
+    def stale(self, merged: Versions) -> list[str]:
+        """Replicas whose answer lacks something the merged state has."""
+        out = []
+        for node in sorted(self.replies):
+            answer = self.replies[node]
+            if answer is None:
+                if merged.context:
+                    out.append(node)
+            elif not answer.same_as(merged):
+                out.append(node)
+        return out
+
+    def complete(self) -> bool:
+        return len(self.replies) == len(self.targets)
+
+    def repairs(self) -> list[Target]:
+        """Targets to send the merged state to: those that answered with less."""
+        merged = self.merged()
+        if not merged.context:
+            return []
+        stale = set(self.stale(merged))
+        return [t for t in self.targets if t.node in stale]

@@ -1,0 +1,72 @@
+"""What a client asks of the store and what it gets back, as plain values.
+
+Expected distributed outcomes are values (`QuorumFailed(acks=1, required=2)`), not
+exceptions; the HTTP layer maps each to a status code at the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.versions import Context, Sibling
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """A PUT, or a DELETE when `value` is None."""
+
+    key: bytes
+    value: bytes | None
+    content_type: str
+    context: Context
+    w: int | None = None  # None: the cluster default
+    ttl: int | None = None  # seconds
+    timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    key: bytes
+    r: int | None = None
+    timeout_ms: int | None = None
+
+
+ClientRequest = WriteRequest | ReadRequest
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOk:
+    context: Context
+    acks: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOk:
+    siblings: tuple[Sibling, ...]  # live ones only; never empty
+    context: Context
+    replied: tuple[str, ...] = ()  # the replicas that answered in time
+    stale: tuple[str, ...] = ()  # those whose answer was older than the one served
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    context: Context | None  # present when a deletion (or expiry) is known
+    replied: tuple[str, ...] = ()
+    stale: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumFailed:
+    acks: int
+    required: int
+    error: str = "quorum not reached"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A request the node refuses as malformed (a 400)."""
+
+    message: str
+
+
+ClientResponse = WriteOk | ReadOk | NotFound | QuorumFailed | Rejected

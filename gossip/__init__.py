@@ -1,0 +1,1 @@
+"""Membership: member records, their merge, and failure detection (pure)."""

@@ -1,0 +1,598 @@
+"""One ringkv node as a pure state machine: inputs in, effects out.
+
+The node never touches a socket, the event loop or the wall clock. The runtime (and the
+simulation) call
+
+    client_request(client_id, request, now) -> effects
+    receive(src, message, now)              -> effects
+    timer(key, now)                         -> effects
+    tick(now)                               -> effects
+
+and carry out the effects: `Send` a message to a node (itself included), `Reply` to a
+client, `SetTimer`. An effect marked `durable` may only be carried out once every write
+the node staged in its engine so far is committed: a replica acknowledges a write only
+once it is on disk, while the coordinator's fan-out leaves at once (group commit).
+
+Invariants:
+- Dot uniqueness (rule 5 of `storage.versions`): a node coordinates a write for a key
+  with the actor stored in its local record for that key, or with a fresh epoch; epochs
+  come from a persisted lease and a generation drawn when the data dir was created.
+- Writes are coordinated by a replica of the key (requests that reach another node are
+  forwarded), so a key's context holds about N actors however many writes it sees.
+- A replica merges what it receives; it never overwrites. Merge is commutative,
+  associative and idempotent, so duplicated, reordered or repeated messages are safe.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+
+from coordinator.quorum import ReadQuorum, Target, WriteQuorum, choose_targets
+from coordinator.requests import (
+    ClientRequest,
+    ClientResponse,
+    NotFound,
+    QuorumFailed,
+    ReadOk,
+    ReadRequest,
+    Rejected,
+    WriteOk,
+    WriteRequest,
+)
+from gossip.detector import FailureDetector
+from gossip.membership import LEFT, UP, Member, Membership
+from ring.allocation import allocate_tokens, initial_tokens
+from ring.ring import Ring
+from ring.token import key_token
+from storage.engine import Engine
+from storage.keys import split_hint_key
+from storage.record import Record
+from storage.store import KeyStore
+from storage.versions import Actor, Versions, update
+from ringkv.config import NodeConfig
+from ringkv.wire import (
+    ForwardReply,
+    ForwardWrite,
+    JoinReply,
+    JoinRequest,
+    MembersUpdate,
+    Message,
+    Ping,
+    Pong,
+    ReplicaGet,
+    ReplicaGetReply,
+    ReplicaPut,
+    ReplicaPutAck,
+)
+
+EPOCH_LEASE = 4096  # epochs reserved per metadata write: one meta write per 4096 new keys
+JOIN_RETRY = 1.0  # seconds between join attempts while no seed has answered
+HINT_TIMEOUT = 5.0  # seconds before an unacknowledged hint delivery is retried
+REPAIR_ID = 0  # request id of fire-and-forget repairs: their acks are ignored
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    dst: str  # a node id, or "seed:host:port" before the seed's id is known
+    msg: Message
+    durable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    client_id: int
+    response: ClientResponse
+    durable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    at: float
+    key: int
+    durable: bool = False
+
+
+Effect = Send | Reply | SetTimer
+
+
+@dataclass(slots=True)
+class _ReplyTo:
+    client_id: int | None = None  # a local client
+    node: str | None = None  # or a node that forwarded the request
+    node_req: int = 0
+
+
+@dataclass(slots=True)
+class _WriteOp:
+    key: bytes
+    quorum: WriteQuorum
+    client_context: object
+    reply_to: _ReplyTo
+
+
+@dataclass(slots=True)
+class _ReadOp:
+    key: bytes
+    quorum: ReadQuorum
+    reply_to: _ReplyTo
+    repaired: bool = False
+
+
+@dataclass(slots=True)
+class _ForwardOp:
+    reply_to: _ReplyTo
+
+
+@dataclass(slots=True)
+class _HintOp:
+    target: str
+    hint_key: bytes
+    sent: Versions
+    deadline: float
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters the runtime exports as metrics; plain ints, no clock."""
+
+    read_repairs: int = 0
+    hints_delivered: int = 0
+    hints_stored: int = 0
+    forwarded: int = 0
+    bad_messages: int = 0
+    siblings_returned: list[int] = field(default_factory=list)  # drained by the runtime
+    stale_replies: int = 0
+
+
+class Node:
+    def __init__(self, config: NodeConfig, engine: Engine, now: float,
+                 rng: random.Random) -> None:
+        self.config = config
+        self.id = config.node_id
+        self.store = KeyStore(engine)
+        self.rng = rng
+        self.stats = Stats()
+        self.detector = FailureDetector(config.failure_timeout)
+        self.members = Membership()
+        self.n, self.r, self.w = config.n, config.r, config.w
+        self._ops: dict[int, _WriteOp | _ReadOp | _ForwardOp | _HintOp] = {}
+        self._next_id = 1
+        self._next_ping = now
+        self._next_join = now
+        self._ping_seq = 0
+        self.addresses_changed = True
+        self._load_identity()
+        self.joined = self._load_membership(now)
+        self.ring = Ring(self.members.ring_tokens())
+
+    # --- identity and metadata ---------------------------------------------------------
+
+    def _load_identity(self) -> None:
+        ident = self.store.get_meta("identity")
+        if isinstance(ident, dict) and ident.get("node_id") == self.id:
+            self.generation = int(ident["generation"])
+            # Epochs below the persisted lease may have been used before a crash.
+            self._epoch = int(ident["epoch_lease"])
+        else:
+            # A new data dir: a generation never used before, so no counter is reused
+            # even if this node id existed with a disk that is now gone.
+            self.generation = self.rng.getrandbits(62)
+            self._epoch = 0
+        self._epoch_lease = self._epoch
+        self._renew_epoch_lease()
+
+    def _renew_epoch_lease(self) -> None:
+        self._epoch_lease = self._epoch + EPOCH_LEASE
+        self.store.put_meta("identity", {"node_id": self.id, "generation": self.generation,
+                                         "epoch_lease": self._epoch_lease})
+
+    def _fresh_actor(self) -> Actor:
+        self._epoch += 1
+        if self._epoch >= self._epoch_lease:
+            self._renew_epoch_lease()
+        return (self.id, self.generation, self._epoch)
+
+    def _my_record(self, tokens: tuple[int, ...], version: int) -> Member:
+        c = self.config
+        return Member(self.id, f"{c.advertise_host}:{c.http_port}",
+                      f"{c.advertise_host}:{c.rpc_port}", tokens, UP, version,
+                      self.generation)
+
+    def _load_membership(self, now: float) -> bool:
+        cluster = self.store.get_meta("cluster")
+        records = self.store.get_meta("members")
+        if isinstance(cluster, dict) and isinstance(records, list):
+            self.n, self.r, self.w = int(cluster["n"]), int(cluster["r"]), int(cluster["w"])
+            self.members.merge(Member.from_wire(m) for m in records)
+            me = self.members.get(self.id)
+            if me is not None and me.tokens:
+                # A restart: same place in the ring, fresh addresses, a newer version.
+                fresh = self._my_record(me.tokens, me.version + 1)
+                self.members.merge_one(fresh)
+                for m in self.members.members():
+                    if m.node_id != self.id:
+                        self.detector.watch(m.node_id, now)
+                self._persist_membership()
+                return True
+        if not self.config.seeds:
+            me = self._my_record(initial_tokens(self.id, self.config.vnodes), 1)
+            self.members.merge_one(me)
+            self._persist_membership()
+            return True
+        return False
+
+    def _persist_membership(self) -> None:
+        self.store.put_meta("cluster", {"n": self.n, "r": self.r, "w": self.w})
+        self.store.put_meta("members", [m.to_wire() for m in self.members.members()])
+
+    def _membership_changed(self) -> None:
+        tokens = self.members.ring_tokens()
+        if tokens != {n: self.ring.tokens_of(n) for n in self.ring.nodes}:
+            self.ring = Ring(tokens)
+        self.addresses_changed = True
+        self._persist_membership()
+
+    # --- views for the HTTP layer -------------------------------------------------------
+
+    def is_up(self, node_id: str, now: float) -> bool:
+        return node_id == self.id or self.detector.is_up(node_id, now)
+
+    def view_status(self, member: Member, now: float) -> str:
+        if member.status == UP and not self.is_up(member.node_id, now):
+            return "down"
+        return member.status
+
+    def preference_list(self, key: bytes) -> list[str]:
+        return self.ring.preference_list(key_token(key), self.n)
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    # --- client requests ------------------------------------------------------------------
+
+    def client_request(self, client_id: int, req: ClientRequest, now: float) -> list[Effect]:
+        reply_to = _ReplyTo(client_id=client_id)
+        if not self.joined or not self.ring.nodes:
+            return [Reply(client_id, QuorumFailed(0, 1, "node has not joined a cluster"))]
+        if isinstance(req, ReadRequest):
+            return self._start_read(req, reply_to, now)
+        return self._start_write(req, reply_to, now, forwarded=False)
+
+    def _quorum(self, asked: int | None, default: int) -> int | str:
+        value = default if asked is None else asked
+        if not 1 <= value <= self.n:
+            return f"quorum {value} out of range 1..{self.n}"
+        return value
+
+    def _deadline(self, timeout_ms: int | None, now: float) -> float:
+        ms = self.config.request_timeout_ms if timeout_ms is None else timeout_ms
+        return now + ms / 1000.0
+
+    def _targets(self, token: int, now: float) -> list[Target]:
+        return choose_targets(
+            self.ring.preference_list(token, self.n),
+            lambda: self.ring.extended_list(token),
+            lambda node: self.is_up(node, now),
+        )
+
+    def _answer(self, reply_to: _ReplyTo, response: ClientResponse,
+                durable: bool = False) -> Effect:
+        if reply_to.node is not None:
+            return Send(reply_to.node, ForwardReply(reply_to.node_req, response), durable)
+        assert reply_to.client_id is not None
+        return Reply(reply_to.client_id, response, durable)
+
+    def _start_write(self, req: WriteRequest, reply_to: _ReplyTo, now: float,
+                     forwarded: bool) -> list[Effect]:
+        w = self._quorum(req.w, self.w)
+        if isinstance(w, str):
+            return [self._answer(reply_to, Rejected(w))]
+        token = key_token(req.key)
+        targets = self._targets(token, now)
+        if len(targets) < w:
+            return [self._answer(reply_to, QuorumFailed(0, w, "too few replicas reachable"))]
+        deadline = self._deadline(req.timeout_ms, now)
+        mine = next((t for t in targets if t.node == self.id), None)
+        if mine is None and not forwarded:
+            # Coordinate on a replica, which holds a stable actor for the key.
+            fwd = self._new_id()
+            self._ops[fwd] = _ForwardOp(reply_to)
+            self.stats.forwarded += 1
+            ms = max(1, int((deadline - now) * 1000))
+            fwd_req = WriteRequest(req.key, req.value, req.content_type, req.context, w,
+                                   req.ttl, ms)
+            # The forwarder waits a little longer than the coordinator so that the
+            # coordinator's own 503 (with its ack count) arrives first.
+            return [Send(targets[0].node, ForwardWrite(fwd, fwd_req)),
+                    SetTimer(deadline + 0.25, fwd)]
+        now_ms = int(now * 1000)
+        expires = now_ms + req.ttl * 1000 if req.ttl else None
+        if mine is not None and mine.hint_for is None:
+            record = self.store.get_record(token, req.key)
+            actor = record.local_actor if record and record.local_actor else None
+            base = record.versions if record else None
+            if actor is None:
+                actor = self._fresh_actor()
+            state, client_ctx = update(base, req.context, actor, req.value,
+                                       req.content_type, now_ms, expires)
+            self.store.put_record(token, req.key, Record(state, actor))
+        else:
+            # A fallback (or a node outside the list) holds no stable actor for the key.
+            state, client_ctx = update(None, req.context, self._fresh_actor(), req.value,
+                                       req.content_type, now_ms, expires)
+            if mine is not None and mine.hint_for is not None:
+                self.store.merge_hint(token, req.key, mine.hint_for, state)
+                self.stats.hints_stored += 1
+        req_id = self._new_id()
+        quorum = WriteQuorum(w, tuple(targets))
+        self._ops[req_id] = _WriteOp(req.key, quorum, client_ctx, reply_to)
+        effects: list[Effect] = [SetTimer(deadline, req_id)]
+        for t in targets:
+            if t.node == self.id:
+                effects.append(Send(self.id, ReplicaPutAck(req_id), durable=True))
+            else:
+                effects.append(Send(t.node, ReplicaPut(req_id, req.key, state, t.hint_for)))
+        return effects
+
+    def _start_read(self, req: ReadRequest, reply_to: _ReplyTo, now: float) -> list[Effect]:
+        r = self._quorum(req.r, self.r)
+        if isinstance(r, str):
+            return [self._answer(reply_to, Rejected(r))]
+        targets = self._targets(key_token(req.key), now)
+        if len(targets) < r:
+            return [self._answer(reply_to, QuorumFailed(0, r, "too few replicas reachable"))]
+        req_id = self._new_id()
+        self._ops[req_id] = _ReadOp(req.key, ReadQuorum(r, tuple(targets)), reply_to)
+        effects: list[Effect] = [SetTimer(self._deadline(req.timeout_ms, now), req_id)]
+        effects.extend(Send(t.node, ReplicaGet(req_id, req.key)) for t in targets)
+        return effects
+
+    def _read_response(self, op: _ReadOp, now: float) -> ClientResponse:
+        merged = op.quorum.merged()
+        stale = tuple(op.quorum.stale(merged))
+        replied = tuple(sorted(op.quorum.replies))
+        self.stats.stale_replies += len(stale)
+        live = merged.live(int(now * 1000))
+        if not live:
+            return NotFound(merged.context if merged.context else None, replied, stale)
+        self.stats.siblings_returned.append(len(live))
+        return ReadOk(tuple(live), merged.context, replied, stale)
+
+    def _read_repair(self, op: _ReadOp) -> list[Effect]:
+        if op.repaired:
+            return []
+        op.repaired = True
+        merged = op.quorum.merged()
+        effects: list[Effect] = []
+        for target in op.quorum.repairs():
+            self.stats.read_repairs += 1
+            effects.append(Send(target.node, ReplicaPut(REPAIR_ID, op.key, merged,
+                                                        target.hint_for)))
+        return effects
+
+    # --- messages ---------------------------------------------------------------------
+
+    def receive(self, src: str, msg: Message, now: float) -> list[Effect]:
+        if src != self.id and self.detector.heard(src, now) and src in self.members:
+            self.addresses_changed = True
+        match msg:
+            case ReplicaPut():
+                return self._on_replica_put(src, msg)
+            case ReplicaPutAck(req_id):
+                return self._on_put_ack(src, req_id)
+            case ReplicaGet(req_id, key):
+                versions = self.store.read_merged(key_token(key), key)
+                return [Send(src, ReplicaGetReply(req_id, versions))]
+            case ReplicaGetReply(req_id, versions):
+                return self._on_get_reply(src, req_id, versions, now)
+            case ForwardWrite(req_id, request):
+                reply_to = _ReplyTo(node=src, node_req=req_id)
+                if not self.joined:
+                    return [self._answer(reply_to, QuorumFailed(0, request.w or self.w,
+                                                                "node has not joined"))]
+                return self._start_write(request, reply_to, now, forwarded=True)
+            case ForwardReply(req_id, response):
+                op = self._ops.pop(req_id, None)
+                if isinstance(op, _ForwardOp):
+                    return [self._answer(op.reply_to, response)]
+                return []
+            case Ping(seq, digest):
+                return [Send(src, Pong(seq, tuple(self.members.newer_than(digest)),
+                                       self.members.digest()))]
+            case Pong(_, records, digest):
+                effects = self._merge_members(records, now)
+                newer = self.members.newer_than(digest)
+                if newer:
+                    effects.append(Send(src, MembersUpdate(tuple(newer))))
+                return effects
+            case MembersUpdate(records):
+                return self._merge_members(records, now)
+            case JoinRequest(record, vnodes):
+                return self._on_join_request(src, record, vnodes, now)
+            case JoinReply():
+                return self._on_join_reply(msg, now)
+        return []
+
+    def _on_replica_put(self, src: str, msg: ReplicaPut) -> list[Effect]:
+        token = key_token(msg.key)
+        if msg.hint_for is not None and msg.hint_for != self.id:
+            self.store.merge_hint(token, msg.key, msg.hint_for, msg.versions)
+            self.stats.hints_stored += 1
+        else:
+            self.store.merge_record(token, msg.key, msg.versions)
+        if msg.req_id == REPAIR_ID:
+            return []
+        return [Send(src, ReplicaPutAck(msg.req_id), durable=True)]
+
+    def _on_put_ack(self, src: str, req_id: int) -> list[Effect]:
+        op = self._ops.get(req_id)
+        if isinstance(op, _HintOp):
+            return self._on_hint_ack(req_id, op)
+        if not isinstance(op, _WriteOp):
+            return []
+        effects: list[Effect] = []
+        if op.quorum.ack(src):
+            effects.append(self._answer(op.reply_to, WriteOk(op.client_context,  # type: ignore[arg-type]
+                                                             op.quorum.acks)))
+        if op.quorum.done():
+            del self._ops[req_id]
+        return effects
+
+    def _on_get_reply(self, src: str, req_id: int, versions: Versions | None,
+                      now: float) -> list[Effect]:
+        op = self._ops.get(req_id)
+        if not isinstance(op, _ReadOp):
+            return []
+        effects: list[Effect] = []
+        if op.quorum.reply(src, versions):
+            effects.append(self._answer(op.reply_to, self._read_response(op, now)))
+        if op.quorum.complete():
+            del self._ops[req_id]
+            effects.extend(self._read_repair(op))
+        return effects
+
+    # --- timers -------------------------------------------------------------------------
+
+    def timer(self, key: int, now: float) -> list[Effect]:
+        op = self._ops.pop(key, None)
+        if op is None:
+            return []
+        if isinstance(op, _WriteOp):
+            if op.quorum.answered:
+                return []
+            return [self._answer(op.reply_to, QuorumFailed(op.quorum.acks,
+                                                           op.quorum.required))]
+        if isinstance(op, _ReadOp):
+            effects: list[Effect] = []
+            if not op.quorum.answered:
+                op.quorum.answered = True
+                effects.append(self._answer(op.reply_to, QuorumFailed(
+                    len(op.quorum.replies), op.quorum.required)))
+            if op.quorum.replies:
+                effects.extend(self._read_repair(op))
+            return effects
+        if isinstance(op, _ForwardOp):
+            return [self._answer(op.reply_to, QuorumFailed(0, self.w,
+                                                           "coordinator did not answer"))]
+        return []  # a hint delivery that timed out is simply retried later
+
+    # --- periodic work ------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        if not self.joined:
+            if now >= self._next_join:
+                self._next_join = now + JOIN_RETRY
+                me = self._my_record((), 0)
+                for seed in self.config.seeds:
+                    effects.append(Send(f"seed:{seed}", JoinRequest(me, self.config.vnodes)))
+            return effects
+        if now >= self._next_ping:
+            self._next_ping = now + self.config.heartbeat_interval
+            self._ping_seq += 1
+            digest = self.members.digest()
+            for m in self.members.members():
+                if m.node_id != self.id and m.status != LEFT:
+                    effects.append(Send(m.node_id, Ping(self._ping_seq, digest)))
+        effects.extend(self._replay_hints(now))
+        return effects
+
+    def _replay_hints(self, now: float) -> list[Effect]:
+        """Hand hints to their targets that are back: paced, a bounded number in flight."""
+        in_flight: dict[str, set[bytes]] = {}
+        for req_id, op in list(self._ops.items()):
+            if isinstance(op, _HintOp):
+                if now > op.deadline:
+                    del self._ops[req_id]
+                else:
+                    in_flight.setdefault(op.target, set()).add(op.hint_key)
+        effects: list[Effect] = []
+        for target in self.store.hint_targets():
+            if target == self.id or not self.is_up(target, now):
+                continue
+            busy = in_flight.get(target, set())
+            room = self.config.hint_replay_batch - len(busy)
+            if room <= 0:
+                continue
+            for hkey in self.store.hints_for(target, room, busy):
+                versions = self.store.get_hint(hkey)
+                if versions is None:
+                    continue
+                _, key, _ = split_hint_key(hkey)
+                req_id = self._new_id()
+                self._ops[req_id] = _HintOp(target, hkey, versions, now + HINT_TIMEOUT)
+                effects.append(Send(target, ReplicaPut(req_id, key, versions, None)))
+        return effects
+
+    def _on_hint_ack(self, req_id: int, op: _HintOp) -> list[Effect]:
+        del self._ops[req_id]
+        current = self.store.get_hint(op.hint_key)
+        # Drop the hint only if nothing new was hinted for the key while it was in flight.
+        if current is not None and current.same_as(op.sent):
+            self.store.delete_hint(op.hint_key)
+            self.stats.hints_delivered += 1
+        return []
+
+    # --- membership -----------------------------------------------------------------------
+
+    def _merge_members(self, records: tuple[Member, ...], now: float) -> list[Effect]:
+        mine = self.members.get(self.id)
+        changed = False
+        for rec in records:
+            if rec.node_id == self.id:
+                # Someone holds a record of us at least as new as ours (we restarted
+                # from an older state): refute it by moving our version past it.
+                if mine is not None and rec.version >= mine.version:
+                    mine = replace(mine, version=rec.version + 1)
+                    changed |= self.members.merge_one(mine)
+                continue
+            if self.members.merge_one(rec):
+                changed = True
+                self.detector.watch(rec.node_id, now)
+        if changed:
+            self._membership_changed()
+        return []
+
+    def _on_join_request(self, src: str, record: Member, vnodes: int,
+                         now: float) -> list[Effect]:
+        def refuse(error: str) -> list[Effect]:
+            return [Send(src, JoinReply(False, error, (), self.n, self.r, self.w))]
+
+        if not self.joined:
+            return refuse("seed has not joined a cluster yet")
+        if record.node_id != src:
+            return refuse("record does not name the sender")
+        if not 1 <= vnodes <= 4096:
+            return refuse("vnodes out of range")
+        known = self.members.get(src)
+        if record.tokens:
+            tokens = record.tokens
+        elif known is not None and known.tokens:
+            tokens = known.tokens  # the node lost its disk: give it back its place
+        else:
+            existing = {k: v for k, v in self.members.ring_tokens().items() if k != src}
+            tokens = allocate_tokens(existing, src, vnodes)
+        version = max(record.version, known.version if known else 0) + 1
+        joined = Member(src, record.http, record.rpc, tokens, UP, version, record.generation)
+        self.members.merge_one(joined)
+        self.detector.heard(src, now)
+        self._membership_changed()
+        return [Send(src, JoinReply(True, "", tuple(self.members.members()),
+                                    self.n, self.r, self.w))]
+
+    def _on_join_reply(self, msg: JoinReply, now: float) -> list[Effect]:
+        if self.joined or not msg.ok:
+            return []
+        me = next((m for m in msg.records if m.node_id == self.id), None)
+        if me is None or not me.tokens:
+            return []
+        self.n, self.r, self.w = msg.n, msg.r, msg.w
+        for rec in msg.records:
+            self.members.merge_one(rec)
+            if rec.node_id != self.id:
+                self.detector.watch(rec.node_id, now)
+        self.joined = True
+        self._membership_changed()
+        return []

@@ -1,0 +1,117 @@
+"""Typed access to one node's engine: key records, hints and node metadata.
+
+The engine stores bytes; this module owns the encodings. Hints are kept in their own
+table, keyed so that every hint of one key is one prefix scan (reads on a fallback see
+hinted versions) and indexed in memory by target so handoff never scans the table.
+
+Invariant: `hint_index` holds exactly the hint keys present in the engine's hints
+table (built by one scan at start, then kept in step by `put_hint`/`delete_hint`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgpack
+
+from storage.engine import Engine
+from storage.keys import data_key, hint_key, hint_prefix, split_hint_key
+from storage.record import Record, decode_record, encode_record
+from storage.versions import Versions, from_wire, merge, to_wire
+
+
+class KeyStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.hint_index: dict[str, set[bytes]] = {}
+        for hkey, _ in engine.scan("hints", b"", None):
+            _, _, target = split_hint_key(hkey)
+            self.hint_index.setdefault(target, set()).add(hkey)
+
+    # --- records ------------------------------------------------------------------
+
+    def get_record(self, token: int, key: bytes) -> Record | None:
+        raw = self.engine.get("data", data_key(token, key))
+        return None if raw is None else decode_record(raw)
+
+    def put_record(self, token: int, key: bytes, record: Record) -> None:
+        self.engine.put("data", data_key(token, key), encode_record(record))
+
+    def merge_record(self, token: int, key: bytes, incoming: Versions) -> bool:
+        """Merge received versions into the local record; True when it changed."""
+        current = self.get_record(token, key)
+        if current is None:
+            self.put_record(token, key, Record(incoming))
+            return True
+        merged = merge(current.versions, incoming)
+        if merged.same_as(current.versions):
+            return False
+        self.put_record(token, key, Record(merged, current.local_actor))
+        return True
+
+    # --- hints ----------------------------------------------------------------------
+
+    def get_hint(self, hkey: bytes) -> Versions | None:
+        raw = self.engine.get("hints", hkey)
+        return None if raw is None else from_wire(msgpack.unpackb(raw, raw=False))
+
+    def merge_hint(self, token: int, key: bytes, target: str, incoming: Versions) -> None:
+        hkey = hint_key(token, key, target)
+        merged = merge(self.get_hint(hkey), incoming)
+        self.engine.put("hints", hkey, msgpack.packb(to_wire(merged), use_bin_type=True))
+        self.hint_index.setdefault(target, set()).add(hkey)
+
+    def delete_hint(self, hkey: bytes) -> None:
+        self.engine.delete("hints", hkey)
+        _, _, target = split_hint_key(hkey)
+        keys = self.hint_index.get(target)
+        if keys is not None:
+            keys.discard(hkey)
+            if not keys:
+                del self.hint_index[target]
+
+    def hints_pending(self) -> int:
+        return sum(len(v) for v in self.hint_index.values())
+
+    def hint_targets(self) -> list[str]:
+        return sorted(self.hint_index)
+
+    def hints_for(self, target: str, limit: int, skip: set[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        for hkey in sorted(self.hint_index.get(target, ())):
+            if hkey not in skip:
+                out.append(hkey)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def hinted_versions(self, token: int, key: bytes) -> Iterator[Versions]:
+        prefix = hint_prefix(token, key)
+        for hkey, raw in self.engine.scan("hints", prefix, _prefix_end(prefix)):
+            yield from_wire(msgpack.unpackb(raw, raw=False))
+
+    def read_merged(self, token: int, key: bytes) -> Versions | None:
+        """Everything this node knows of a key: its record and any hints it holds."""
+        record = self.get_record(token, key)
+        state = record.versions if record else None
+        if self.hint_index:
+            for hinted in self.hinted_versions(token, key):
+                state = merge(state, hinted)
+        return state
+
+    # --- node metadata --------------------------------------------------------------
+
+    def get_meta(self, name: str) -> object | None:
+        raw = self.engine.get("meta", name.encode())
+        return None if raw is None else msgpack.unpackb(raw, raw=False)
+
+    def put_meta(self, name: str, value: object) -> None:
+        self.engine.put("meta", name.encode(), msgpack.packb(value, use_bin_type=True))
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with `prefix`."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])

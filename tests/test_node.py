@@ -1,0 +1,154 @@
+"""The node's coordinator paths, driven in memory with a virtual clock (no sockets)."""
+
+from __future__ import annotations
+
+from coordinator.requests import NotFound, QuorumFailed, ReadOk, ReadRequest, Rejected, WriteOk, WriteRequest
+from ring.token import key_token
+from storage.versions import EMPTY_CONTEXT
+from tests.memnet import MemNet
+
+
+def put(net, node, key, value, ctx=EMPTY_CONTEXT, w=None):
+    return net.request(node, WriteRequest(key, value, "text/plain", ctx, w))
+
+
+def get(net, node, key, r=None):
+    return net.request(node, ReadRequest(key, r))
+
+
+def values(resp):
+    assert isinstance(resp, ReadOk), resp
+    return sorted(s.value for s in resp.siblings)
+
+
+def cluster(count=5, **kw):
+    net = MemNet(seed=3)
+    net.start(count, **kw)
+    net.run_for(1.0)
+    for node in net.nodes.values():
+        assert node.joined and len(node.members.members()) == count
+    return net
+
+
+def test_join_gives_every_node_the_same_ring():
+    net = cluster()
+    rings = {tuple(sorted(n.ring.token_map().items())) for n in net.nodes.values()}
+    assert len(rings) == 1
+
+
+def test_read_your_write_through_another_node():
+    net = cluster()
+    assert isinstance(put(net, "n1", b"k", b"v"), WriteOk)
+    for node in net.nodes:
+        assert values(get(net, node, b"k")) == [b"v"]
+
+
+def test_blind_writes_are_siblings_and_context_write_resolves():
+    net = cluster()
+    put(net, "n1", b"k", b"a")
+    put(net, "n4", b"k", b"b")
+    resp = get(net, "n2", b"k")
+    assert values(resp) == [b"a", b"b"]
+    put(net, "n5", b"k", b"c", ctx=resp.context)
+    assert values(get(net, "n3", b"k", r=3)) == [b"c"]
+
+
+def test_writer_context_keeps_the_other_writers_sibling():
+    net = cluster()
+    ok_a = put(net, "n1", b"k", b"a")
+    put(net, "n2", b"k", b"b")
+    put(net, "n3", b"k", b"a2", ctx=ok_a.context)
+    assert values(get(net, "n4", b"k", r=3)) == [b"a2", b"b"]
+
+
+def test_delete_is_not_found_with_context_and_a_later_write_supersedes_it():
+    net = cluster()
+    put(net, "n1", b"k", b"a")
+    ctx = get(net, "n2", b"k").context
+    assert isinstance(net.request("n3", WriteRequest(b"k", None, "", ctx)), WriteOk)
+    gone = get(net, "n4", b"k")
+    assert isinstance(gone, NotFound) and gone.context is not None
+    put(net, "n5", b"k", b"again", ctx=gone.context)
+    assert values(get(net, "n1", b"k", r=3)) == [b"again"]
+
+
+def test_quorum_out_of_range_is_rejected():
+    net = cluster()
+    assert isinstance(put(net, "n1", b"k", b"v", w=4), Rejected)
+    assert isinstance(get(net, "n1", b"k", r=0), Rejected)
+
+
+def test_sloppy_quorum_hints_and_handoff():
+    net = cluster()
+    key = b"hinted"
+    primaries = net.nodes["n1"].preference_list(key)
+    down = primaries[:2]
+    net.down.update(down)
+    net.run_for(1.0)  # failure detection
+    coordinator = next(n for n in net.nodes if n not in down)
+    assert isinstance(put(net, coordinator, key, b"v"), WriteOk)
+    holders = [n for n, node in net.nodes.items() if node.store.hints_pending()]
+    assert holders and not set(holders) & set(down)
+    net.down.clear()
+    net.run_for(2.0)
+    for n in down:
+        rec = net.nodes[n].store.get_record(key_token(key), key)
+        assert rec is not None and [s.value for s in rec.versions.siblings] == [b"v"]
+    assert sum(node.store.hints_pending() for node in net.nodes.values()) == 0
+    assert sum(node.stats.hints_delivered for node in net.nodes.values()) >= 2
+
+
+def test_below_quorum_is_quorum_failed_with_counts():
+    net = cluster()
+    key = b"k"
+    primaries = net.nodes["n1"].preference_list(key)
+    others = [n for n in net.nodes if n not in primaries]
+    # Every node but one primary is unreachable, but not yet detected as down.
+    net.down.update(n for n in net.nodes if n != primaries[0])
+    resp = put(net, primaries[0], key, b"v")
+    assert isinstance(resp, QuorumFailed) and resp.acks == 1 and resp.required == 2
+    assert others
+
+
+def test_read_repair_restores_a_replica_that_lost_its_disk():
+    net = cluster()
+    key = b"repair-me"
+    put(net, "n1", key, b"v")
+    victim = net.nodes["n1"].preference_list(key)[2]
+    net.crash(victim, lose_disk=True)
+    net.restart(victim)
+    net.run_for(1.0)
+    assert net.nodes[victim].store.get_record(key_token(key), key) is None
+    assert values(get(net, "n1", key, r=3)) == [b"v"]
+    net.run_for(0.2)
+    rec = net.nodes[victim].store.get_record(key_token(key), key)
+    assert rec is not None and [s.value for s in rec.versions.siblings] == [b"v"]
+    assert sum(n.stats.read_repairs for n in net.nodes.values()) >= 1
+
+
+def test_restart_keeps_data_and_place_in_ring():
+    net = cluster()
+    put(net, "n2", b"k", b"v")
+    tokens = net.nodes["n3"].ring.tokens_of("n3")
+    for n in list(net.nodes):
+        net.crash(n)
+    for n in sorted(net.engines):
+        net.restart(n)
+    net.run_for(1.0)
+    assert net.nodes["n3"].ring.tokens_of("n3") == tokens
+    assert values(get(net, "n4", b"k", r=3)) == [b"v"]
+
+
+def test_lost_disk_node_reuses_no_counter():
+    net = cluster()
+    key = b"k"
+    coord = net.nodes["n1"].preference_list(key)[0]
+    ok = put(net, coord, key, b"a")
+    actor_before = next(iter(ok.context.vector))
+    net.crash(coord, lose_disk=True)
+    net.restart(coord)
+    net.run_for(1.0)
+    ok2 = put(net, coord, key, b"b")  # blind: must be a sibling, never overwrite a
+    assert values(get(net, "n5", key, r=3)) == [b"a", b"b"]
+    actors = set(ok2.context.vector) | {a for a, _ in ok2.context.cloud}
+    assert actor_before not in actors or actor_before[1] != net.nodes[coord].generation
