@@ -293,16 +293,16 @@ def make_app(runtime: NodeRuntime) -> web.Application:
     # The body limit is enforced by _read_body; aiohttp's own limit only guards
     # request.read(), which we do not use.
     app = web.Application(client_max_size=runtime.config.max_value_bytes + 1)
-    app.router.add_put("/kv/{key:.+}", api.put)
-    app.router.add_get("/kv/{key:.+}", api.get)
-    app.router.add_delete("/kv/{key:.+}", api.delete)
+    app.router.add_put("/kv/{key:[\\s\\S]+}", api.put)
+    app.router.add_get("/kv/{key:[\\s\\S]+}", api.get)
+    app.router.add_delete("/kv/{key:[\\s\\S]+}", api.delete)
     app.router.add_put("/kv/", lambda r: _async_error(400, "key must be 1 to 1024 bytes"))
     app.router.add_get("/health", api.health)
     app.router.add_get("/cluster", api.cluster)
     app.router.add_get("/ring/lookup", api.ring_lookup)
     app.router.add_post("/cluster/leave", api.leave)
     app.router.add_get("/metrics", api.metrics_endpoint)
-    app.router.add_get("/debug/local/kv/{key:.+}", api.local_record)
+    app.router.add_get("/debug/local/kv/{key:[\\s\\S]+}", api.local_record)
     return app
 
 

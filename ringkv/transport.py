@@ -1,0 +1,950 @@
+"""Internode transport: authenticated, length-prefixed frames over TCP.
+
+Job
+---
+Carry opaque payloads (the msgpack-encoded messages of ``ringkv.wire``; this module never
+looks inside them) from one node to another. This is message passing, not RPC: request
+ids, replies, retries and timeouts belong to the pure core above. The transport does
+framing, authentication, connection management and robustness, and nothing else.
+
+Each node keeps ONE outbound TCP connection per peer, opened lazily by :meth:`Transport.send`
+and used only for the frames this node sends. Connections a node accepts only receive:
+after the handshake the accepting side never writes to them. Replies therefore travel on
+the replier's own outbound connection.
+
+Wire format
+-----------
+Every frame is a 4-byte big-endian length ``n`` followed by ``n`` bytes of payload, with
+``1 <= n <= max_frame``. A length of 0 or above the limit is a protocol violation that
+closes the connection. Before the handshake completes the limit is
+``HANDSHAKE_MAX_FRAME`` (1 KiB), so an unauthenticated peer cannot make us buffer much.
+
+Handshake (the same with and without a cluster secret; the MACs are ``b""`` without one)::
+
+    server -> client  Challenge  ["ringkv", 1, server_nonce(16 bytes)]
+    client -> server  Hello      ["ringkv", 1, client_id, mac, client_nonce(16 bytes)]
+                                   mac   = HMAC-SHA256(secret, server_nonce + client_id)
+    server -> client  Accept     ["ringkv", 1, server_id, proof]
+                                   proof = HMAC-SHA256(secret, client_nonce + server_id)
+
+The server checks the node id (``[A-Za-z0-9_.-]{1,64}``) and, with a secret, the MAC
+(constant-time compare) before delivering anything from the connection; it delivers every
+later frame as ``on_message(client_id, payload)``. The client checks that ``server_id`` is the
+peer it meant to reach and, with a secret, the proof, before it sends any queued frame. A
+server without a secret accepts any MAC; a client with a secret refuses a server that cannot
+produce the proof. Accepted connections that have not completed the handshake within
+``handshake_timeout`` are closed; outbound ones within ``connect_timeout`` (TCP connect plus
+handshake).
+
+Invariants
+----------
+* Nothing received from the network raises out of a protocol callback or crashes the
+  loop: garbage, truncated frames, huge lengths, stalls and resets cost at most the one
+  connection they arrived on (logged at a rate-limited WARNING and counted in ``stats``).
+* ``on_message`` is called on the event loop, never re-entrantly from :meth:`send`, with a
+  source id authenticated on that connection; an exception it raises is logged and counted
+  and the connection carries on.
+* Frames sent to one peer are delivered in the order sent as long as the connection lasts;
+  delivery is at most once, with no guarantee across a reconnect.
+* :meth:`send` never blocks and never raises for network reasons. Memory per peer is
+  bounded: frames sent while connecting are queued up to ``max_queue_bytes`` and written as
+  soon as the handshake completes; a failed connect drops them and retries with exponential
+  backoff (``backoff_min`` doubling to ``backoff_max``); frames sent during the backoff are
+  dropped, and the next attempt is made only if something was sent meanwhile. Once connected,
+  frames are dropped while the connection's write buffer is above ``high_water``. Every
+  dropped frame is counted in ``stats.dropped``.
+* Writes are coalesced: the frames sent to a peer during one event-loop iteration leave in a
+  single ``transport.write`` at the end of it.
+* A frame sent to this node's own id is delivered locally (through ``loop.call_soon``).
+
+Not provided: confidentiality, per-frame integrity after the handshake, or protection from
+an active man in the middle; the secret keeps out nodes that do not know it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import re
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+import msgpack
+
+__all__ = [
+    "HANDSHAKE_MAX_FRAME",
+    "MAGIC",
+    "NODE_ID_RE",
+    "NONCE_SIZE",
+    "PROTOCOL_VERSION",
+    "Transport",
+    "TransportStats",
+]
+
+MAGIC: Final = "ringkv"
+PROTOCOL_VERSION: Final = 1
+NONCE_SIZE: Final = 16
+HANDSHAKE_MAX_FRAME: Final = 1024
+NODE_ID_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+_LEN = struct.Struct(">I")
+_pack_len = _LEN.pack
+_unpack_len_from = _LEN.unpack_from
+_MAX_LEN: Final = 0xFFFFFFFF
+
+# Peer connection states.
+_IDLE: Final = 0  # no connection; the next send starts one
+_CONNECTING: Final = 1  # TCP connect or handshake under way; sends are queued
+_READY: Final = 2  # handshake done; sends are written
+_BACKOFF: Final = 3  # the last attempt failed; sends are dropped until the timer fires
+
+_LOG_INTERVAL: Final = 5.0  # seconds between two warnings of the same kind
+
+
+SEED_PREFIX = "seed-"  # peers named so are seeds whose node id is not known yet
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Counters; frame and byte counts are of data frames (payload bytes), not handshakes."""
+
+    frames_in: int = 0  # frames delivered to on_message (including local ones)
+    frames_out: int = 0  # frames handed to a socket (or delivered locally)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    bad_frames: int = 0  # protocol violations (each closes its connection)
+    auth_failures: int = 0  # wrong MAC / proof, either direction
+    connects: int = 0  # handshakes completed, both directions
+    disconnects: int = 0  # established connections lost (not counting close())
+    connect_failures: int = 0  # outbound attempts that failed (refused, timeout, refused auth)
+    handshake_timeouts: int = 0  # accepted connections closed for not saying Hello in time
+    peer_mismatches: int = 0  # the node at a peer's address had another id
+    dropped: int = 0  # frames dropped: peer unreachable, queue full, over high water, closed
+    callback_errors: int = 0  # exceptions raised by on_message
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _RateLimitedLog:
+    """At most one warning per key per interval; says how many were suppressed."""
+
+    __slots__ = ("_log", "_interval", "_state")
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter[Any], interval: float) -> None:
+        self._log = log
+        self._interval = interval
+        self._state: dict[object, list[float]] = {}
+
+    def warning(self, key: object, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        st = self._state.get(key)
+        if st is None:
+            st = self._state[key] = [now, 0.0]
+        elif now - st[0] < self._interval:
+            st[1] += 1
+            return
+        else:
+            if st[1]:
+                msg += " (%d similar messages suppressed)"
+                args = (*args, int(st[1]))
+            st[0] = now
+            st[1] = 0.0
+        self._log.warning(msg, *args, exc_info=exc_info)
+
+
+def _frame(obj: object) -> bytes:
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    return _pack_len(len(body)) + body
+
+
+def _decode(payload: bytes) -> Any:
+    try:
+        return msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True)
+    except Exception:
+        return None
+
+
+def _valid_node_id(node_id: object) -> bool:
+    return type(node_id) is str and NODE_ID_RE.fullmatch(node_id) is not None
+
+
+def _check_header(msg: Any, length: int) -> str | None:
+    """None if msg is a list of ``length`` items starting with MAGIC, 1; else why not."""
+    if type(msg) is not list or len(msg) != length or msg[0] != MAGIC:
+        return "malformed handshake frame"
+    if type(msg[1]) is not int or msg[1] != PROTOCOL_VERSION:
+        return f"unsupported protocol version {msg[1]!r}"
+    return None
+
+
+def _fmt_addr(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
+def _tune_socket(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # unacknowledged data for 30 s: give up
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 30_000)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+class _Peer:
+    """Outbound state for one peer. ``epoch`` changes on every state change that
+    invalidates pending timers, tasks and protocols of an earlier attempt."""
+
+    __slots__ = (
+        "id",
+        "host",
+        "port",
+        "state",
+        "epoch",
+        "proto",
+        "task",
+        "timer",
+        "queue",
+        "queue_bytes",
+        "wbuf",
+        "wbuf_bytes",
+        "paused",
+        "delay",
+        "wanted",
+        "since",
+    )
+
+    def __init__(self, peer_id: str, host: str, port: int, delay: float) -> None:
+        self.id = peer_id
+        self.host = host
+        self.port = port
+        self.state: int = _IDLE
+        self.epoch = 0
+        self.proto: _Outbound | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.queue: list[bytes] = []  # header, payload, header, payload, ... while connecting
+        self.queue_bytes = 0
+        self.wbuf: list[bytes] = []  # the same, for this loop iteration's writes when ready
+        self.wbuf_bytes = 0
+        self.paused = False
+        self.delay = delay
+        self.wanted = False
+        self.since = 0.0
+
+
+class _Conn(asyncio.Protocol):
+    """Framing shared by both directions. Until ``_src`` is set every frame goes to
+    ``_control`` (the handshake); afterwards frames are delivered to on_message."""
+
+    __slots__ = (
+        "_t",
+        "_tr",
+        "_buf",
+        "_need",
+        "_limit",
+        "_src",
+        "_closing",
+        "_timer",
+        "_addr",
+    )
+
+    def __init__(self, owner: Transport) -> None:
+        self._t = owner
+        self._tr: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._need = 4
+        self._limit = HANDSHAKE_MAX_FRAME
+        self._src: str | None = None
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._addr = "?"
+
+    # -- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        self._tr = transport  # type: ignore[assignment]
+        self._addr = _fmt_addr(transport.get_extra_info("peername"))
+        self._t._conns.add(self)
+        _tune_socket(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._feed(data)
+        except Exception:  # a bug here must cost this connection only
+            self._t._rlog.warning(
+                "internal", "transport: internal error on connection %s", self._addr, exc_info=True
+            )
+            self._abort()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._cancel_timer()
+        self._buf = bytearray()
+        self._t._conn_gone(self)
+
+    # -- framing ----------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        buf = self._buf
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return
+            data = bytes(buf)
+            buf.clear()
+        n = len(data)
+        pos = 0
+        need = 4
+        limit = self._limit
+        src = self._src
+        on_message = self._t._on_message
+        frames = 0
+        nbytes = 0
+        try:
+            while n - pos >= 4:
+                length: int = _unpack_len_from(data, pos)[0]
+                if length == 0 or length > limit:
+                    self._violation(f"frame length {length} (limit {limit})")
+                    return
+                end = pos + 4 + length
+                if end > n:
+                    need = 4 + length
+                    break
+                payload = data[pos + 4 : end]
+                pos = end
+                if src is not None:
+                    frames += 1
+                    nbytes += length
+                    try:
+                        on_message(src, payload)
+                    except Exception:
+                        self._t._callback_failed(src)
+                    if self._closing:
+                        return
+                else:
+                    self._control(payload)
+                    if self._closing:
+                        return
+                    limit = self._limit
+                    src = self._src
+                    on_message = self._t._on_message
+        finally:
+            if frames:
+                st = self._t.stats
+                st.frames_in += frames
+                st.bytes_in += nbytes
+        if pos < n:
+            buf += memoryview(data)[pos:]
+        self._need = need
+
+    def _control(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _violation(self, why: str) -> None:
+        self._t.stats.bad_frames += 1
+        self._t._rlog.warning(
+            ("violation", type(self)), "transport: %s from %s; closing", why, self._addr
+        )
+        self._abort()
+
+    def _write(self, data: bytes) -> None:
+        if self._tr is not None and not self._closing:
+            self._tr.write(data)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _abort(self) -> None:
+        self._closing = True
+        self._cancel_timer()
+        if self._tr is not None:
+            self._tr.abort()
+
+    def _close(self) -> None:
+        """Close after flushing what is already written."""
+        self._closing = True
+        self._cancel_timer()
+        if self._tr is not None:
+            self._tr.close()
+
+
+class _Inbound(_Conn):
+    """An accepted connection: challenge, verify the Hello, then only receive."""
+
+    __slots__ = ("_nonce",)
+
+    def __init__(self, owner: Transport) -> None:
+        super().__init__(owner)
+        self._nonce = os.urandom(NONCE_SIZE)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        t = self._t
+        if t._closed:
+            self._abort()
+            return
+        self._timer = t._get_loop().call_later(t._handshake_timeout, self._handshake_expired)
+        self._write(_frame([MAGIC, PROTOCOL_VERSION, self._nonce]))
+
+    def _handshake_expired(self) -> None:
+        self._timer = None
+        if self._src is None and not self._closing:
+            self._t.stats.handshake_timeouts += 1
+            self._t._rlog.warning(
+                "hs-timeout", "transport: no handshake from %s in time; closing", self._addr
+            )
+            self._abort()
+
+    def _control(self, payload: bytes) -> None:
+        t = self._t
+        msg = _decode(payload)
+        why = _check_header(msg, 5)
+        if why is not None:
+            self._violation(f"{why} (expected Hello)")
+            return
+        node_id, mac, cnonce = msg[2], msg[3], msg[4]
+        if not _valid_node_id(node_id):
+            self._violation("Hello with an invalid node id")
+            return
+        if type(mac) is not bytes or type(cnonce) is not bytes or len(cnonce) != NONCE_SIZE:
+            self._violation("malformed Hello")
+            return
+        secret = t._secret
+        if secret is not None:
+            expected = hmac.digest(secret, self._nonce + node_id.encode(), "sha256")
+            if not hmac.compare_digest(mac, expected):
+                t.stats.auth_failures += 1
+                t._rlog.warning(
+                    "auth-in",
+                    "transport: authentication failed for %r from %s; closing",
+                    node_id,
+                    self._addr,
+                )
+                self._abort()
+                return
+            proof = hmac.digest(secret, cnonce + t._id_bytes, "sha256")
+        else:
+            proof = b""
+        self._write(_frame([MAGIC, PROTOCOL_VERSION, t.node_id, proof]))
+        self._cancel_timer()
+        self._src = node_id
+        self._limit = t._max_frame
+        t.stats.connects += 1
+        t._log.debug("transport %s: accepted %s from %s", t.node_id, node_id, self._addr)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._src is not None and not self._t._closed:
+            self._t.stats.disconnects += 1
+        super().connection_lost(exc)
+
+
+class _Outbound(_Conn):
+    """Our connection to a peer: answer the challenge, check the Accept, then only send."""
+
+    __slots__ = ("_peer", "_epoch", "_phase", "_cnonce", "_failed")
+
+    def __init__(self, owner: Transport, peer: _Peer, epoch: int) -> None:
+        super().__init__(owner)
+        self._peer = peer
+        self._epoch = epoch
+        self._phase = 0  # 0: await Challenge, 1: await Accept, 2: ready
+        self._cnonce = os.urandom(NONCE_SIZE)
+        self._failed: str | None = None  # why we closed it ourselves, for the log
+
+    def _current(self) -> bool:
+        peer = self._peer
+        return peer.proto is self and peer.epoch == self._epoch
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self._current() or self._t._closed:
+            self._abort()  # the attempt was given up (timeout, new address, close)
+            return
+        assert self._tr is not None
+        self._tr.set_write_buffer_limits(high=self._t._high_water, low=self._t._high_water // 4)
+
+    def _fail(self, why: str) -> None:
+        self._failed = why
+        self._abort()
+
+    def _control(self, payload: bytes) -> None:
+        t = self._t
+        peer = self._peer
+        msg = _decode(payload)
+        if self._phase == 0:
+            why = _check_header(msg, 3)
+            nonce = msg[2] if why is None else None
+            if why is None and (type(nonce) is not bytes or len(nonce) != NONCE_SIZE):
+                why = "malformed Challenge"
+            if why is not None:
+                t.stats.bad_frames += 1
+                self._fail(f"{why} (expected Challenge)")
+                return
+            assert isinstance(nonce, bytes)
+            secret = t._secret
+            mac = hmac.digest(secret, nonce + t._id_bytes, "sha256") if secret else b""
+            self._write(_frame([MAGIC, PROTOCOL_VERSION, t.node_id, mac, self._cnonce]))
+            self._phase = 1
+        elif self._phase == 1:
+            why = _check_header(msg, 4)
+            if why is None and (not _valid_node_id(msg[2]) or type(msg[3]) is not bytes):
+                why = "malformed Accept"
+            if why is not None:
+                t.stats.bad_frames += 1
+                self._fail(f"{why} (expected Accept)")
+                return
+            server_id: str = msg[2]
+            # A seed is addressed before its id is known ("seed-host-port"): accept any.
+            if server_id != peer.id and not peer.id.startswith(SEED_PREFIX):
+                t.stats.peer_mismatches += 1
+                self._fail(f"the node there is {server_id!r}, not {peer.id!r}")
+                return
+            secret = t._secret
+            if secret is not None:
+                expected = hmac.digest(secret, self._cnonce + server_id.encode(), "sha256")
+                if not hmac.compare_digest(msg[3], expected):
+                    t.stats.auth_failures += 1
+                    self._fail("it failed to prove it knows the cluster secret")
+                    return
+            self._phase = 2
+            if self._current():
+                t._peer_ready(peer, self)
+            else:
+                self._abort()
+        else:
+            t.stats.bad_frames += 1
+            self._fail("unexpected frame from the accepting side")
+
+    def pause_writing(self) -> None:
+        if self._current():
+            self._peer.paused = True
+
+    def resume_writing(self) -> None:
+        if self._current():
+            self._peer.paused = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._t._outbound_lost(self, exc)
+
+
+class Transport:
+    """One node's endpoint: a listener for inbound frames and one connection per peer."""
+
+    def __init__(
+        self,
+        node_id: str,
+        on_message: Callable[[str, bytes], None],
+        *,
+        secret: bytes | None = None,
+        max_frame: int = 64 * 1024 * 1024,
+        connect_timeout: float = 1.0,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        handshake_timeout: float = 5.0,
+        high_water: int = 64 * 1024 * 1024,
+        max_queue_bytes: int = 16 * 1024 * 1024,
+        backoff_min: float = 0.05,
+        backoff_max: float = 1.0,
+    ) -> None:
+        if not _valid_node_id(node_id):
+            raise ValueError(f"invalid node id {node_id!r}: must match {NODE_ID_RE.pattern}")
+        if secret is not None and (not isinstance(secret, bytes) or not secret):
+            raise ValueError("secret must be non-empty bytes or None")
+        if not 1 <= max_frame <= _MAX_LEN:
+            raise ValueError("max_frame must be between 1 and 2**32 - 1")
+        if connect_timeout <= 0 or handshake_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if not 0 < backoff_min <= backoff_max:
+            raise ValueError("need 0 < backoff_min <= backoff_max")
+        self.node_id = node_id
+        self._id_bytes = node_id.encode()
+        self._on_message = on_message
+        self._secret = secret
+        self._max_frame = max_frame
+        self._connect_timeout = connect_timeout
+        self._handshake_timeout = handshake_timeout
+        self._high_water = high_water
+        self._max_queue_bytes = max_queue_bytes
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._log = logger if logger is not None else logging.getLogger(__name__)
+        self._rlog = _RateLimitedLog(self._log, _LOG_INTERVAL)
+        self.stats = TransportStats()
+        self._peers: dict[str, _Peer] = {}
+        self._conns: set[_Conn] = set()
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._all_gone: asyncio.Future[None] | None = None
+        self._dirty: list[_Peer] = []
+        self._flush_scheduled = False
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> None:
+        """Start accepting connections on host:port (port 0: an ephemeral port)."""
+        if self._closed:
+            raise RuntimeError("transport is closed")
+        if self._server is not None:
+            raise RuntimeError("already listening")
+        loop = self._get_loop()
+        self._server = await loop.create_server(
+            lambda: _Inbound(self), host, port, reuse_address=True, backlog=1024
+        )
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """(host, port) actually bound by :meth:`listen`, or None."""
+        if self._server is None or not self._server.sockets:
+            return None
+        name = self._server.sockets[0].getsockname()
+        return str(name[0]), int(name[1])
+
+    def set_address(self, peer_id: str, host: str, port: int) -> None:
+        """Where to reach peer_id. A changed address drops the connection to the old one;
+        frames queued for a connection in progress go to the new address."""
+        if not _valid_node_id(peer_id):
+            raise ValueError(f"invalid node id {peer_id!r}")
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            self._peers[peer_id] = _Peer(peer_id, host, port, self._backoff_min)
+            return
+        if peer.host == host and peer.port == port:
+            return
+        peer.host = host
+        peer.port = port
+        queued = bool(peer.queue)
+        self._reset(peer, keep_queue=True)
+        peer.delay = self._backoff_min
+        if queued and not self._closed:
+            self._start_connect(peer)
+
+    def forget(self, peer_id: str) -> None:
+        """Drop peer_id's address and connection (for a node that left the cluster)."""
+        peer = self._peers.pop(peer_id, None)
+        if peer is not None:
+            self._reset(peer, keep_queue=False)
+
+    def send(self, peer_id: str, payload: bytes) -> None:
+        """Queue payload for peer_id. Never blocks; never raises for network reasons."""
+        peer = self._peers.get(peer_id)
+        if (
+            peer is not None
+            and peer.state == _READY
+            and not peer.paused
+            and peer.wbuf_bytes < self._high_water
+        ):
+            n = len(payload)
+            if 0 < n <= self._max_frame:
+                wbuf = peer.wbuf
+                if not wbuf:
+                    self._dirty.append(peer)
+                    if not self._flush_scheduled:
+                        self._flush_scheduled = True
+                        self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+                wbuf.append(_pack_len(n))
+                wbuf.append(payload)
+                peer.wbuf_bytes += n + 4
+                return
+        self._send_slow(peer_id, peer, payload)
+
+    def send_many(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        """send() each (peer_id, payload) in order."""
+        send = self.send
+        for peer_id, payload in messages:
+            send(peer_id, payload)
+
+    def connected(self, peer_id: str) -> bool:
+        """True if the outbound connection to peer_id has completed its handshake."""
+        peer = self._peers.get(peer_id)
+        return peer is not None and peer.state == _READY
+
+    async def close(self) -> None:
+        """Stop listening, close every connection, drop whatever is still queued."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        if self._flush_scheduled:
+            self._flush()
+        tasks: list[asyncio.Task[None]] = []
+        for peer in self._peers.values():
+            if peer.task is not None and not peer.task.done():
+                tasks.append(peer.task)
+            self._reset(peer, keep_queue=False, graceful=True)
+        for conn in list(self._conns):
+            conn._close()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._conns:
+            self._all_gone = self._get_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._all_gone), 1.0)
+            except TimeoutError:
+                for conn in list(self._conns):
+                    conn._abort()
+                for _ in range(10):
+                    if not self._conns:
+                        break
+                    await asyncio.sleep(0)
+
+    # -- sending internals ----------------------------------------------------------------
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def _drop(self, count: int, key: object, msg: str, *args: object) -> None:
+        self.stats.dropped += count
+        self._rlog.warning(key, msg, *args)
+
+    def _send_slow(self, peer_id: str, peer: _Peer | None, payload: bytes) -> None:
+        if self._closed:
+            self.stats.dropped += 1
+            return
+        n = len(payload)
+        if not 0 < n <= self._max_frame:
+            self._drop(1, "size", "transport: not sending a frame of %d bytes to %s", n, peer_id)
+            return
+        if peer_id == self.node_id:
+            self.stats.frames_out += 1
+            self.stats.bytes_out += n
+            self._get_loop().call_soon(self._deliver_local, payload)
+            return
+        if peer is None:
+            self._drop(1, ("noaddr", peer_id), "transport: no address for peer %r", peer_id)
+            return
+        state = peer.state
+        if state == _READY:  # the fast path refused: over the high-water mark
+            self._drop(
+                1, ("hw", peer_id), "transport: output to %s over high water; dropping", peer_id
+            )
+        elif state == _BACKOFF:
+            peer.wanted = True
+            self.stats.dropped += 1
+        else:
+            if state == _IDLE:
+                self._start_connect(peer)
+            if peer.queue_bytes + n + 4 > self._max_queue_bytes:
+                self._drop(1, ("queue", peer_id), "transport: queue to %s full; dropping", peer_id)
+                return
+            peer.queue.append(_pack_len(n))
+            peer.queue.append(payload)
+            peer.queue_bytes += n + 4
+
+    def _deliver_local(self, payload: bytes) -> None:
+        if self._closed:
+            return
+        self.stats.frames_in += 1
+        self.stats.bytes_in += len(payload)
+        try:
+            self._on_message(self.node_id, payload)
+        except Exception:
+            self._callback_failed(self.node_id)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        st = self.stats
+        for peer in dirty:
+            wbuf = peer.wbuf
+            if not wbuf:
+                continue
+            frames = len(wbuf) >> 1
+            proto = peer.proto
+            tr = proto._tr if proto is not None else None
+            if peer.state == _READY and tr is not None and not tr.is_closing():
+                tr.write(b"".join(wbuf))
+                st.frames_out += frames
+                st.bytes_out += peer.wbuf_bytes - 4 * frames
+            else:
+                st.dropped += frames
+            wbuf.clear()
+            peer.wbuf_bytes = 0
+
+    # -- connection management ------------------------------------------------------------
+
+    def _start_connect(self, peer: _Peer) -> None:
+        loop = self._get_loop()
+        peer.epoch += 1
+        peer.state = _CONNECTING
+        peer.wanted = False
+        peer.proto = None
+        peer.task = loop.create_task(self._open(peer, peer.epoch))
+        peer.timer = loop.call_later(self._connect_timeout, self._connect_expired, peer, peer.epoch)
+
+    async def _open(self, peer: _Peer, epoch: int) -> None:
+        def factory() -> _Outbound:
+            proto = _Outbound(self, peer, epoch)
+            if peer.epoch == epoch and peer.state == _CONNECTING:
+                peer.proto = proto
+            return proto
+
+        host, port = peer.host, peer.port
+        try:
+            await self._get_loop().create_connection(factory, host, port)
+        except Exception as exc:  # refused, unreachable, DNS, ...
+            if peer.epoch == epoch and peer.state == _CONNECTING:
+                self._connect_failed(peer, f"{type(exc).__name__}: {exc}")
+        finally:
+            if peer.epoch == epoch:
+                peer.task = None
+
+    def _connect_expired(self, peer: _Peer, epoch: int) -> None:
+        if peer.epoch == epoch and peer.state == _CONNECTING:
+            peer.timer = None
+            self._connect_failed(peer, f"no connection within {self._connect_timeout:g} s")
+
+    def _connect_failed(self, peer: _Peer, why: str) -> None:
+        self.stats.connect_failures += 1
+        self._rlog.warning(
+            ("connect", peer.id),
+            "transport %s: cannot reach %s at %s:%d: %s",
+            self.node_id,
+            peer.id,
+            peer.host,
+            peer.port,
+            why,
+        )
+        self._reset(peer, keep_queue=False)
+        self._enter_backoff(peer)
+
+    def _enter_backoff(self, peer: _Peer) -> None:
+        if self._closed:
+            return
+        delay = peer.delay
+        peer.delay = min(delay * 2, self._backoff_max)
+        peer.epoch += 1
+        peer.state = _BACKOFF
+        peer.wanted = False
+        peer.timer = self._get_loop().call_later(delay, self._backoff_done, peer, peer.epoch)
+
+    def _backoff_done(self, peer: _Peer, epoch: int) -> None:
+        if peer.epoch != epoch or peer.state != _BACKOFF:
+            return
+        peer.timer = None
+        if peer.wanted and not self._closed and self._peers.get(peer.id) is peer:
+            self._start_connect(peer)
+        else:
+            peer.epoch += 1
+            peer.state = _IDLE
+
+    def _reset(self, peer: _Peer, *, keep_queue: bool, graceful: bool = False) -> None:
+        """Back to IDLE: cancel the attempt or connection in progress, invalidate its epoch."""
+        peer.epoch += 1
+        peer.state = _IDLE
+        peer.paused = False
+        if peer.timer is not None:
+            peer.timer.cancel()
+            peer.timer = None
+        task = peer.task
+        peer.task = None
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        proto = peer.proto
+        peer.proto = None
+        if proto is not None:
+            if graceful:
+                proto._close()
+            else:
+                proto._abort()
+        if peer.wbuf:
+            self.stats.dropped += len(peer.wbuf) >> 1
+            peer.wbuf.clear()
+            peer.wbuf_bytes = 0
+        if not keep_queue and peer.queue:
+            self.stats.dropped += len(peer.queue) >> 1
+            peer.queue.clear()
+            peer.queue_bytes = 0
+
+    def _peer_ready(self, peer: _Peer, proto: _Outbound) -> None:
+        if peer.timer is not None:
+            peer.timer.cancel()
+            peer.timer = None
+        peer.state = _READY
+        peer.paused = False
+        peer.since = self._get_loop().time()
+        self.stats.connects += 1
+        self._log.debug("transport %s: connected to %s", self.node_id, peer.id)
+        if peer.queue:
+            frames = len(peer.queue) >> 1
+            proto._write(b"".join(peer.queue))
+            self.stats.frames_out += frames
+            self.stats.bytes_out += peer.queue_bytes - 4 * frames
+            peer.queue.clear()
+            peer.queue_bytes = 0
+
+    def _outbound_lost(self, proto: _Outbound, exc: Exception | None) -> None:
+        peer = proto._peer
+        if peer.proto is not proto or peer.epoch != proto._epoch:
+            return  # an abandoned attempt or connection; already accounted for
+        peer.proto = None
+        if peer.state == _CONNECTING:
+            why = proto._failed or "connection closed during the handshake"
+            if exc is not None and proto._failed is None:
+                why += f" ({exc})"
+            if proto._failed is None and proto._phase == 1:
+                why += " (refused: wrong or missing secret?)"
+            self._connect_failed(peer, why)
+            return
+        # It was ready.
+        self.stats.disconnects += 1
+        lived = self._get_loop().time() - peer.since
+        self._rlog.warning(
+            ("lost", peer.id),
+            "transport %s: connection to %s lost%s",
+            self.node_id,
+            peer.id,
+            f": {proto._failed or exc}" if (proto._failed or exc) else "",
+        )
+        self._reset(peer, keep_queue=False)
+        if lived >= self._backoff_max:
+            peer.delay = self._backoff_min  # a healthy connection: reconnect on the next send
+        else:
+            self._enter_backoff(peer)  # flapping: back off
+
+    def _conn_gone(self, conn: _Conn) -> None:
+        self._conns.discard(conn)
+        if not self._conns and self._all_gone is not None and not self._all_gone.done():
+            self._all_gone.set_result(None)
+
+    def _callback_failed(self, src: str) -> None:
+        self.stats.callback_errors += 1
+        self._rlog.warning(
+            "callback", "transport: on_message raised for a frame from %s", src, exc_info=True
+        )
