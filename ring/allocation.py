@@ -1,41 +1,42 @@
 """Choosing a joining node's vnode tokens, once, against the ring as it is.
 
-Purely random tokens give each node a share with relative standard deviation
-``1/sqrt(vnodes)`` (6% at 256 vnodes), so in a 20-node cluster some node is routinely
-15-20% off its fair share. Like Cassandra's ``allocate_tokens_for_local_replication_factor``
-we instead pick a node's tokens when it joins, looking at the ring it joins; the node
-then stores them and gossips them in its member record. Tokens are never reassigned.
+Random tokens give each node a share with relative standard deviation
+``1/sqrt(vnodes)`` (6% at 256), so some node of a 20-node cluster is routinely 15-20%
+off its fair share. Like Cassandra's ``allocate_tokens_for_local_replication_factor``, a
+node instead picks its tokens when it joins, looking at the ring it joins, then stores
+them and gossips them in its member record. Tokens are never reassigned.
 
 Invariants:
 
 - Old nodes never change tokens, so a join moves keys only *to* the joiner (about
-  ``1/(n+1)`` of them) and never between two old nodes.
+  ``1/(n+1)`` of them), never between two old nodes.
 - Returned tokens are distinct from each other and from every token in ``existing``:
   each lands strictly inside a different existing arc.
 - Deterministic: the result depends only on the arguments. Iteration is over sorted
   data; every tie-break and jitter is a hash of ``node_id``, never set order,
   ``PYTHONHASHSEED`` or a global RNG.
 
-The greedy. Every old node should shrink from its primary share ``s`` to the new fair
-share ``1/(n+1)``; its *excess* ``s - 1/(n+1)`` is what the joiner takes from it, and
-the excesses sum to exactly the joiner's fair share. A new token placed inside an arc
-``(p, q]`` at ``p + a`` gives the joiner ``(p, p + a]``; ``a`` is the joiner's remaining
-need over its remaining tokens, capped by the owner's excess. That alone balances
-primary shares to within ~1%, but not *replica* shares (the keys a node holds as one of
-``replicas`` copies): on a small ring the order in which nodes follow each other
-matters, and 4-5 node rings came out 10% off. So each token is chosen among a few
-candidates (the largest unsplit arcs of the most overloaded owners) by the change it
-makes to the sum of squared relative deviations of both shares, computed locally: a
-token only changes the preference lists of the arcs just before it. Splitting large
-arcs also keeps arc lengths even. Each arc is split at most once, so the joiner never
-gets two adjacent tokens (a wasted vnode).
+The greedy. An old node's *excess* is its primary share minus the new fair share
+``1/(n+1)``; the excesses sum to the joiner's fair share. A token placed inside an arc
+``(p, q]`` at ``p + a`` gives the joiner ``(p, p + a]``, where ``a`` is the joiner's
+remaining need over its remaining tokens, capped by the owner's excess. Taking the
+largest arc of the most overloaded owner each time balances primary shares to ~1% but
+not *replica* shares (keys held as one of ``replicas`` copies): on small rings the order
+in which nodes follow each other matters, and 4-5 node rings came out 9% off. So each
+token is the best of a pool of candidates (the largest unsplit arcs of the most
+overloaded owners) by the change it makes to the sum of squared relative deviations of
+both shares. That change is local, because a token only alters the preference lists of
+the arcs just before it, so it is cached per arc and recomputed only near new tokens.
+Each arc is split at most once, so the joiner never gets two adjacent tokens (a wasted
+vnode), unless it asks for more tokens than the ring has arcs.
 
-Concurrent joins: two nodes allocating against the same (stale) ring must not pick the
-same arcs, or the later token of each pair would own almost nothing. So an arc's rank
+Concurrent joins: two nodes allocating against the same (stale) ring should not pick
+the same arcs, or one of each pair of tokens would own almost nothing. So an arc's rank
 is its length scaled by a per-joiner factor in ``[1 - JITTER, 1]`` hashed from
-``(node_id, arc)``: each joiner still splits only large arcs, but different joiners
-mostly different ones. Tokens stay valid either way; the membership layer should still
-prefer one join at a time, as Cassandra does, for the best balance.
+``(node_id, arc)``, and each token is nudged by a hash of ``node_id`` far below its arc's
+size so that equal choices still give distinct tokens. Two joiners against one 10-node
+ring each end up with ~90% of a fair share: valid, less balanced. The membership layer
+should still prefer one join at a time, as Cassandra does.
 """
 
 from __future__ import annotations
@@ -48,38 +49,36 @@ import mmh3
 
 from ring.token import TOKEN_SPACE, check_token
 
-__all__ = ["DEFAULT_REPLICAS", "JITTER", "allocate_tokens", "initial_tokens"]
+__all__ = ["DEFAULT_REPLICAS", "JITTER", "MAX_COUNT", "allocate_tokens", "initial_tokens"]
 
-# The replication factor whose replica shares the greedy balances by default (the
-# cluster default N). Other N still get balanced primary shares.
+# The replication factor whose replica shares are balanced by default (the cluster's
+# default N). Other N still get balanced primary shares.
 DEFAULT_REPLICAS = 3
 
-# How much a joiner's private view may shrink an arc when ranking it (see the module
-# docstring). Small enough that only large arcs get split, large enough that two
-# joiners looking at one ring rank the large arcs differently.
+# Far above any sane vnode count; a larger request is a bug, not a slow success.
+MAX_COUNT = 1 << 16
+
+# How much a joiner's private view may shrink an arc when ranking it: small enough
+# that only large arcs get split, large enough that two joiners rank them differently.
 JITTER = 0.25
-
-# A token is nudged back by up to take / 2**_NUDGE_SHIFT (see _Allocator.insert).
-_NUDGE_SHIFT = 16
-
-# Ranks are integers so heap order never depends on float rounding; this is the
-# fixed-point scale of the jitter factor.
+# Ranks are integers (fixed point) so heap order never depends on float rounding.
 _JITTER_SCALE = 1 << 16
 _JITTER_SPAN = int(_JITTER_SCALE * JITTER)
+# A token is nudged back by less than take / 2**_NUDGE_SHIFT (see _Allocator.insert).
+_NUDGE_SHIFT = 16
 
 # Candidates per token: the largest unsplit arcs of the _CANDIDATE_OWNERS most
-# overloaded owners, at least _CANDIDATE_ARCS each and about _CANDIDATE_POOL arcs in
-# all. Small rings need the wide search (with 4-5 nodes a 4 x 4 search left replica
+# overloaded owners, at least _CANDIDATE_ARCS each and about _CANDIDATE_POOL in all.
+# Small rings need the wide search (with 4-5 nodes, 4 x 4 candidates left replica
 # shares 8-9% off; 512 keeps them within ~3%) and are cheap to search; on large rings
-# the pool shrinks to 16 and still balances both shares to ~1%.
+# the pool shrinks to 16, which still balances both shares to ~1%.
 _CANDIDATE_OWNERS = 4
 _CANDIDATE_ARCS = 4
 _CANDIDATE_POOL = 512
 
-# An unsplit arc in an owner's heap: (-jittered length, end token, length).
+# An unsplit arc in its owner's heap: (-jittered length, end token, length).
 _Arc = tuple[int, int, int]
-
-# How one candidate token changes replica shares; see _Allocator.effect.
+# How placing a token in one arc changes replica shares; see _Allocator.effect.
 _Effect = tuple[tuple[str, int, int], ...]
 
 
@@ -89,16 +88,16 @@ def _node_hash(node_id: str, salt: int) -> int:
 
 
 def _check_count(count: int) -> None:
-    if count < 0:
-        raise ValueError(f"token count must be >= 0, got {count}")
+    if not 0 <= count <= MAX_COUNT:
+        raise ValueError(f"token count must be in [0, {MAX_COUNT}], got {count}")
 
 
 def initial_tokens(node_id: str, count: int) -> tuple[int, ...]:
     """Tokens for the first node of a cluster: ``count`` evenly spaced tokens, sorted.
 
-    The offset comes from a hash of ``node_id`` so that independent clusters do not
-    share token positions; spacing is ``TOKEN_SPACE // count`` (the wrapping arc is
-    longer by fewer than ``count`` tokens).
+    The offset is a hash of ``node_id``, so independent clusters do not share token
+    positions; the spacing is ``TOKEN_SPACE // count`` (the wrapping arc is longer by
+    fewer than ``count`` tokens).
     """
     _check_count(count)
     if count == 0:
@@ -120,15 +119,13 @@ def allocate_tokens(
     ``existing`` maps member ids to their tokens; an entry for ``node_id`` itself is
     ignored (the node allocates as if it were absent), as are members with no tokens.
     With no other members this is ``initial_tokens``. ``replicas`` is the cluster's N,
-    whose replica shares are balanced. Raises ``ValueError`` if the ring has fewer than
-    ``count`` arcs with room for a token.
+    whose replica shares are balanced.
     """
     _check_count(count)
     if replicas < 1:
         raise ValueError(f"replicas must be >= 1, got {replicas}")
     entries = sorted(
-        {(check_token(t), node) for node, tokens in existing.items() if node != node_id
-         for t in tokens}
+        {(check_token(t), n) for n, tokens in existing.items() if n != node_id for t in tokens}
     )
     if not entries:
         return initial_tokens(node_id, count)
@@ -141,59 +138,43 @@ class _Allocator:
     """Mutable working state of one ``allocate_tokens`` call (never escapes it)."""
 
     def __init__(self, entries: list[tuple[int, str]], node_id: str, replicas: int) -> None:
-        self.me = node_id
-        self.rf = replicas
+        self.me, self.rf = node_id, replicas
         # The ring as it grows: vnode i owns (tokens[i-1], tokens[i]]; on a shared
         # token the smaller node id comes first and owns the arc, as in Ring.
-        self.tokens = [t for t, _ in entries]
-        self.owners = [n for _, n in entries]
-        nodes = sorted(set(self.owners))
+        self.tokens = tokens = [t for t, _ in entries]
+        self.owners = owners = [n for _, n in entries]
+        nodes = sorted(set(owners))
         self.old_count = len(nodes)
         total = len(nodes) + 1
         self.primary_goal = TOKEN_SPACE / total
         self.replica_goal = TOKEN_SPACE * min(replicas, total) / total
-        self.primary = dict.fromkeys([*nodes, node_id], 0)
-        self.replica = dict.fromkeys([*nodes, node_id], 0)
+        self.primary = primary = dict.fromkeys([*nodes, node_id], 0)
+        self.replica = replica = dict.fromkeys([*nodes, node_id], 0)
         # Unsplit arcs per owner, a max-heap by jittered length. An arc is named by its
         # end token because indices shift as tokens are inserted.
         self.arcs: dict[str, list[_Arc]] = {n: [] for n in nodes}
         salt = _node_hash(node_id, 1)
-        tokens, owners, primary, replica = self.tokens, self.owners, self.primary, self.replica
-        size = len(tokens)
-        lengths = [self.arc_length(i) for i in range(size)]
+        lengths = [self.arc_length(i) for i in range(len(tokens))]
         for i, owner in enumerate(owners):
             length = lengths[i]
             primary[owner] += length
             if length >= 2:  # a token strictly inside the arc needs room
-                end = tokens[i]
-                # A cheap multiplicative hash of (joiner, arc): the per-joiner jitter.
-                noise = ((end ^ salt) * 0x9E3779B97F4A7C15 >> 64) % _JITTER_SPAN
-                self.arcs[owner].append((-length * (_JITTER_SCALE - noise), end, length))
-        if len(nodes) >= replicas:  # else everyone holds everything: shares stay unused
-            for i, owner in enumerate(owners):
-                length = lengths[i]
-                if not length:
-                    continue
-                found = [owner]
-                replica[owner] += length
-                j = i + 1
-                while len(found) < replicas:  # ends: at least `replicas` nodes exist
-                    if j == size:
-                        j = 0
-                    node = owners[j]
-                    if node not in found:
-                        found.append(node)
-                        replica[node] += length
-                    j += 1
+                # A cheap multiplicative hash of (joiner, arc) is the jitter.
+                noise = ((tokens[i] ^ salt) * 0x9E3779B97F4A7C15 >> 64) % _JITTER_SPAN
+                self.arcs[owner].append((-length * (_JITTER_SCALE - noise), tokens[i], length))
         for heap in self.arcs.values():
             heapq.heapify(heap)
+        if self.old_count >= replicas:  # else everyone holds everything: no replica term
+            for i, length in enumerate(lengths):
+                if length:
+                    for node in self.walk(i, replicas):
+                        replica[node] += length
         fair = TOKEN_SPACE // total
-        self.excess = {n: self.primary[n] - fair for n in nodes}
+        self.excess = {n: primary[n] - fair for n in nodes}
         # Owner order on equal excess: a node_id-salted hash, so no joiner favours low ids.
         self.tiebreak = {n: _node_hash(n, salt & 0xFFFFFFFF) for n in nodes}
         self.nudge_seed = _node_hash(node_id, 2) & 0xFFFFFFFF
-        # Arc end token -> the replica effect of splitting that arc (see effect).
-        self.effects: dict[int, _Effect] = {}
+        self.effects: dict[int, _Effect] = {}  # arc end token -> effect(arc)
 
     def arc_length(self, i: int) -> int:
         tokens = self.tokens
@@ -208,11 +189,10 @@ class _Allocator:
         Our own vnodes are listed when met but not counted: the walk length must not
         depend on how sparse our tokens still are, or early walks would lap the ring.
         """
-        owners, me = self.owners, self.me
+        owners, me, size = self.owners, self.me, len(self.owners)
         depth = min(depth, self.old_count)
         found: list[str] = []
         old = 0
-        size = len(owners)
         for step in range(size):
             node = owners[(i + step) % size]
             if node not in found:
@@ -226,12 +206,12 @@ class _Allocator:
     def effect(self, i: int) -> _Effect:
         """How replica shares change if a token of ours goes into arc ``i``.
 
-        As ``(node, fixed, per_unit)`` triples: a node's replica share changes by
-        ``fixed + per_unit * take``. ``per_unit`` is the piece of arc ``i`` we take (we
-        enter its preference list, its last member leaves); ``fixed`` sums the earlier
-        arcs whose walk meets fewer than ``rf`` distinct nodes before vnode ``i`` and so
-        now meets us. Nothing changes where we already were in the list. Cached per
-        arc; ``insert`` drops the entries a new token can touch.
+        ``(node, fixed, per_unit)`` triples: ``node``'s share changes by ``fixed +
+        per_unit * take``. ``per_unit`` is for the piece of arc ``i`` we take (we enter
+        its preference list, its last member leaves); ``fixed`` for the earlier arcs
+        whose walk meets fewer than ``rf`` distinct nodes before vnode ``i`` and so now
+        meets us. Nothing changes where we already were in the list. Cached per arc;
+        ``insert`` drops the entries a new token can touch.
         """
         if self.old_count < self.rf:
             return ()  # every node holds every key, now and after we join
@@ -239,7 +219,7 @@ class _Allocator:
         cached = self.effects.get(end)
         if cached is not None:
             return cached
-        rf, me, owners = self.rf, self.me, self.owners
+        rf, me, owners, size = self.rf, self.me, self.owners, len(self.owners)
         after = self.walk(i, 2 * rf)  # enough distinct nodes for any prefix below
         fixed: dict[str, int] = {}
         per_unit: dict[str, int] = {}
@@ -257,7 +237,6 @@ class _Allocator:
 
         change([], per_unit, 1)
         prefix: list[str] = []  # distinct owners of vnodes k..i-1, in walk order
-        size = len(owners)
         for back in range(1, size):
             k = (i - back) % size
             node = owners[k]
@@ -269,9 +248,8 @@ class _Allocator:
             if len(prefix) >= rf:
                 break
             change(prefix, fixed, self.arc_length(k))
-        result = tuple(
-            (n, fixed.get(n, 0), per_unit.get(n, 0)) for n in sorted({*fixed, *per_unit})
-        )
+        nodes = sorted({*fixed, *per_unit})
+        result = tuple((n, fixed.get(n, 0), per_unit.get(n, 0)) for n in nodes)
         self.effects[end] = result
         return result
 
@@ -297,10 +275,9 @@ class _Allocator:
     def forget_near(self, pos: int) -> None:
         """Drop the cached effects that depend on the vnode just inserted at ``pos``.
 
-        Arc ``k`` before it depends on it if the forward walk from ``k`` (to
-        ``2 * rf`` old nodes) gets that far; arc ``k`` after it, if fewer than ``rf``
-        distinct nodes lie between, so that its backward walk meets it (and the
-        shortened arc it split).
+        Arc ``k`` before it does if the forward walk from ``k`` (to ``2 * rf`` old
+        nodes) gets that far; arc ``k`` after it does if fewer than ``rf`` distinct
+        nodes lie between, so that its backward walk meets it (or the arc it split).
         """
         tokens, owners, me, size = self.tokens, self.owners, self.me, len(self.tokens)
         depth = min(2 * self.rf, self.old_count)
@@ -325,9 +302,8 @@ class _Allocator:
     def refill(self) -> bool:
         """Offer every old node's arc again, split or not; False if none has room.
 
-        Only needed when we want more tokens than the ring has arcs (a joiner with more
-        vnodes than the whole ring). Splitting what is left of a split arc makes our
-        new token follow one of our own, a wasted vnode, but a valid one.
+        Needed only to place more tokens than the ring has arcs. Splitting the rest of
+        a split arc puts our token right after one of ours: a wasted vnode, but valid.
         """
         for heap in self.arcs.values():
             heap.clear()
@@ -339,36 +315,32 @@ class _Allocator:
             heapq.heapify(heap)
         return any(self.arcs.values())
 
-    def amount(self, owner: str, need: int) -> int:
-        """What to take from ``owner``: our remaining need per token, capped by its excess."""
-        excess = self.excess[owner]
-        return max(1, min(need, excess) if excess > 0 else need)
-
     def allocate(self, count: int) -> tuple[int, ...]:
         """Place ``count`` tokens, one at a time, each the best-scoring candidate.
 
-        A candidate's score is the change in the sum of squared relative deviations of
-        primary and replica shares if we place it. Our own goals are prorated by the
-        tokens placed so far, so early tokens neither over- nor under-reach.
+        The score is the change in the sum of squared relative deviations of primary
+        and replica shares. Our own goals are prorated by the tokens placed so far, so
+        early tokens neither over- nor under-reach.
         """
         me, primary, replica, effects = self.me, self.primary, self.replica, self.effects
-        fair = TOKEN_SPACE // len(primary)
-        inv_p2 = 1 / self.primary_goal**2
-        inv_r2 = 1 / self.replica_goal**2
         pgoal, rgoal = self.primary_goal, self.replica_goal
-        # Small rings need a wide search for good replica balance and are cheap to
-        # search; large rings balance well from the few largest arcs.
+        inv_p2, inv_r2 = 1 / pgoal**2, 1 / rgoal**2
+        fair = TOKEN_SPACE // len(primary)
         per_owner = _CANDIDATE_ARCS
-        if self.old_count >= self.rf:  # else only primary shares matter: any large arc will do
+        if self.old_count >= self.rf:  # else only primary shares matter: any big arc will do
             per_owner = max(per_owner, _CANDIDATE_POOL // (self.old_count * _CANDIDATE_OWNERS))
-        # The k smallest items of a binary heap lie in its first 2**k - 1 slots.
-        window = 2 ** min(per_owner, 30) - 1
-        ranked = [(-self.excess[n], self.tiebreak[n], n) for n in sorted(self.excess)]
-        heapq.heapify(ranked)
+        window = 2 ** min(per_owner, 30) - 1  # a heap's k smallest are in its first 2**k - 1
+        ranked: list[tuple[int, int, str]] = []
         chosen: list[int] = []
-        taken = 0
+        started = False
         while len(chosen) < count:
-            need = (fair - taken) // (count - len(chosen))
+            if not ranked:  # start, or every owner's unsplit arcs are used up
+                if started and not self.refill():
+                    raise ValueError(f"no room on the ring for {count} more tokens")
+                started = True
+                ranked = [(-self.excess[n], self.tiebreak[n], n) for n in sorted(self.excess)]
+                heapq.heapify(ranked)
+            need = (fair - primary[me]) // (count - len(chosen))
             fraction = (len(chosen) + 1) / count
             my_p, my_r = primary[me] - pgoal * fraction, replica[me] - rgoal * fraction
             my_p2, my_r2 = inv_p2 / fraction**2, inv_r2 / fraction**2
@@ -379,9 +351,10 @@ class _Allocator:
                 owner = entry[2]
                 heap = self.arcs[owner]
                 if not heap:
-                    continue  # nothing left to split: drop the owner for good
+                    continue  # nothing left to split: drop the owner until a refill
                 popped.append(entry)
-                amount = self.amount(owner, need)
+                excess = self.excess[owner]
+                amount = max(1, min(need, excess) if excess > 0 else need)
                 owner_p = 2 * (primary[owner] - pgoal)
                 for arc in heapq.nsmallest(per_owner, heap[:window]):
                     _, end, length = arc
@@ -389,8 +362,7 @@ class _Allocator:
                     effect = effects.get(end)
                     if effect is None:
                         effect = self.effect(bisect_left(self.tokens, end))
-                    mine = 0
-                    others = 0
+                    mine = others = 0
                     for node, fixed, per_unit in effect:
                         change = fixed + per_unit * take
                         if node == me:
@@ -405,17 +377,11 @@ class _Allocator:
                     )
                     if best is None or value < best[0]:
                         best = (value, owner, arc, take)
-            if best is None:
-                if not self.refill():
-                    raise ValueError(f"no room on the ring for {count} more tokens")
-                ranked = [(-self.excess[n], self.tiebreak[n], n) for n in sorted(self.excess)]
-                heapq.heapify(ranked)
-                continue
-            _, owner, arc, take = best
-            self.arcs[owner].remove(arc)
-            heapq.heapify(self.arcs[owner])
-            chosen.append(self.insert(owner, bisect_left(self.tokens, arc[1]), take))
-            taken += take
+            if best is not None:
+                _, owner, arc, take = best
+                self.arcs[owner].remove(arc)
+                heapq.heapify(self.arcs[owner])
+                chosen.append(self.insert(owner, bisect_left(self.tokens, arc[1]), take))
             for _, tiebreak, n in popped:
                 heapq.heappush(ranked, (-self.excess[n], tiebreak, n))
         return tuple(sorted(chosen))

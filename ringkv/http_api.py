@@ -12,7 +12,6 @@ byte string of 1..1024 bytes is a key.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 from typing import TYPE_CHECKING
@@ -30,9 +29,9 @@ from coordinator.requests import (
     WriteOk,
     WriteRequest,
 )
-from ringkv.metrics import Metrics
 from ring.token import key_token
-from storage.versions import EMPTY_CONTEXT, ContextError, Sibling, decode_context, encode_context
+from ringkv.metrics import Metrics
+from storage.versions import ContextError, Sibling, decode_context, encode_context
 
 if TYPE_CHECKING:
     from ringkv.runtime import NodeRuntime
@@ -309,5 +308,3 @@ def make_app(runtime: NodeRuntime) -> web.Application:
 async def _async_error(status: int, message: str) -> web.Response:
     return _error(status, message)
 
-
-__all__ = ["make_app", "EMPTY_CONTEXT", "json"]

@@ -26,7 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from coordinator.quorum import ReadQuorum, Target, WriteQuorum, choose_targets
 from coordinator.requests import (
@@ -45,11 +45,6 @@ from gossip.membership import LEFT, UP, Member, Membership
 from ring.allocation import allocate_tokens, initial_tokens
 from ring.ring import Ring
 from ring.token import key_token
-from storage.engine import Engine
-from storage.keys import split_hint_key
-from storage.record import Record
-from storage.store import KeyStore
-from storage.versions import Actor, Versions, update
 from ringkv.config import NodeConfig
 from ringkv.wire import (
     ForwardReply,
@@ -65,6 +60,11 @@ from ringkv.wire import (
     ReplicaPut,
     ReplicaPutAck,
 )
+from storage.engine import Engine
+from storage.keys import split_hint_key
+from storage.record import Record
+from storage.store import KeyStore
+from storage.versions import Actor, Versions, update
 
 EPOCH_LEASE = 4096  # epochs reserved per metadata write: one meta write per 4096 new keys
 JOIN_RETRY = 1.0  # seconds between join attempts while no seed has answered
@@ -140,8 +140,6 @@ class Stats:
     hints_delivered: int = 0
     hints_stored: int = 0
     forwarded: int = 0
-    bad_messages: int = 0
-    siblings_returned: list[int] = field(default_factory=list)  # drained by the runtime
     stale_replies: int = 0
 
 
@@ -215,12 +213,29 @@ class Node:
                         self.detector.watch(m.node_id, now)
                 self._persist_membership()
                 return True
-        if not self.config.seeds:
+        if self._bootstraps():
             me = self._my_record(initial_tokens(self.id, self.config.vnodes), 1)
             self.members.merge_one(me)
             self._persist_membership()
             return True
         return False
+
+    def _own_rpc(self) -> str:
+        return f"{self.config.advertise_host}:{self.config.rpc_port}"
+
+    def _seeds(self) -> list[str]:
+        """The seeds to join through, never this node itself."""
+        return [s for s in self.config.seeds if s != self._own_rpc()]
+
+    def _bootstraps(self) -> bool:
+        """True when this node starts a new cluster rather than joining one.
+
+        With no seeds, or when this node is the first of its seed list: one seed list
+        can then be handed to every node (as in a compose file) and exactly one of
+        them founds the cluster while the others join it.
+        """
+        seeds = self.config.seeds
+        return not seeds or seeds[0] == self._own_rpc()
 
     def _persist_membership(self) -> None:
         self.store.put_meta("cluster", {"n": self.n, "r": self.r, "w": self.w})
@@ -357,7 +372,6 @@ class Node:
         live = merged.live(int(now * 1000))
         if not live:
             return NotFound(merged.context if merged.context else None, replied, stale)
-        self.stats.siblings_returned.append(len(live))
         return ReadOk(tuple(live), merged.context, replied, stale)
 
     def _read_repair(self, op: _ReadOp) -> list[Effect]:
@@ -394,8 +408,9 @@ class Node:
                                                                 "node has not joined"))]
                 return self._start_write(request, reply_to, now, forwarded=True)
             case ForwardReply(req_id, response):
-                op = self._ops.pop(req_id, None)
+                op = self._ops.get(req_id)
                 if isinstance(op, _ForwardOp):
+                    del self._ops[req_id]
                     return [self._answer(op.reply_to, response)]
                 return []
             case Ping(seq, digest):
@@ -486,7 +501,7 @@ class Node:
             if now >= self._next_join:
                 self._next_join = now + JOIN_RETRY
                 me = self._my_record((), 0)
-                for seed in self.config.seeds:
+                for seed in self._seeds():
                     effects.append(Send(f"seed:{seed}", JoinRequest(me, self.config.vnodes)))
             return effects
         if now >= self._next_ping:

@@ -30,11 +30,12 @@ Handshake (the same with and without a cluster secret; the MACs are ``b""`` with
 The server checks the node id (``[A-Za-z0-9_.-]{1,64}``) and, with a secret, the MAC
 (constant-time compare) before delivering anything from the connection; it delivers every
 later frame as ``on_message(client_id, payload)``. The client checks that ``server_id`` is the
-peer it meant to reach and, with a secret, the proof, before it sends any queued frame. A
-server without a secret accepts any MAC; a client with a secret refuses a server that cannot
-produce the proof. Accepted connections that have not completed the handshake within
-``handshake_timeout`` are closed; outbound ones within ``connect_timeout`` (TCP connect plus
-handshake).
+peer it meant to reach (any id if the peer name starts with ``SEED_PREFIX``: a seed addressed
+by host and port before its id is known) and, with a secret, the proof, before it sends any
+queued frame. A server without a secret accepts any MAC; a client with a secret refuses a
+server that cannot produce the proof. Accepted connections that have not completed the
+handshake within ``handshake_timeout`` are closed; outbound ones within ``connect_timeout``
+(TCP connect plus handshake).
 
 Invariants
 ----------
@@ -83,6 +84,7 @@ __all__ = [
     "NODE_ID_RE",
     "NONCE_SIZE",
     "PROTOCOL_VERSION",
+    "SEED_PREFIX",
     "Transport",
     "TransportStats",
 ]
@@ -106,8 +108,9 @@ _BACKOFF: Final = 3  # the last attempt failed; sends are dropped until the time
 
 _LOG_INTERVAL: Final = 5.0  # seconds between two warnings of the same kind
 
-
-SEED_PREFIX = "seed-"  # peers named so are seeds whose node id is not known yet
+# A peer name starting with this is a seed addressed before its node id is known (the
+# runtime names it "seed-<host>-<port>"): its Accept may carry any valid node id.
+SEED_PREFIX: Final = "seed-"
 
 
 @dataclass(slots=True)

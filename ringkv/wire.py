@@ -17,16 +17,13 @@ import msgpack
 
 from coordinator.requests import (
     ClientResponse,
-    NotFound,
     QuorumFailed,
-    ReadOk,
     Rejected,
     WriteOk,
     WriteRequest,
 )
 from gossip.membership import Member
 from storage.versions import (
-    EMPTY_CONTEXT,
     ContextError,
     Versions,
     decode_context,
@@ -296,5 +293,3 @@ def _decode_fields(type_id: Any, f: list[Any]) -> Message:  # noqa: C901 - one c
             return ForwardReply(_int(f[0]), _response(f[1]))
     raise WireError(f"unknown message type {type_id!r} with {len(f)} fields")
 
-
-__all__ = ["EMPTY_CONTEXT", "Message", "WireError", "decode", "encode", "NotFound", "ReadOk"]

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import msgpack
+from sortedcontainers import SortedSet
 
 from storage.engine import Engine
-from storage.keys import data_key, hint_key, hint_prefix, split_hint_key
+from storage.keys import data_key, hint_key, hint_prefix, prefix_end, split_hint_key
 from storage.record import Record, decode_record, encode_record
 from storage.versions import Versions, from_wire, merge, to_wire
 
@@ -23,10 +24,10 @@ from storage.versions import Versions, from_wire, merge, to_wire
 class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.hint_index: dict[str, set[bytes]] = {}
+        self.hint_index: dict[str, SortedSet] = {}
         for hkey, _ in engine.scan("hints", b"", None):
             _, _, target = split_hint_key(hkey)
-            self.hint_index.setdefault(target, set()).add(hkey)
+            self.hint_index.setdefault(target, SortedSet()).add(hkey)
 
     # --- records ------------------------------------------------------------------
 
@@ -59,7 +60,7 @@ class KeyStore:
         hkey = hint_key(token, key, target)
         merged = merge(self.get_hint(hkey), incoming)
         self.engine.put("hints", hkey, msgpack.packb(to_wire(merged), use_bin_type=True))
-        self.hint_index.setdefault(target, set()).add(hkey)
+        self.hint_index.setdefault(target, SortedSet()).add(hkey)
 
     def delete_hint(self, hkey: bytes) -> None:
         self.engine.delete("hints", hkey)
@@ -78,7 +79,8 @@ class KeyStore:
 
     def hints_for(self, target: str, limit: int, skip: set[bytes]) -> list[bytes]:
         out: list[bytes] = []
-        for hkey in sorted(self.hint_index.get(target, ())):
+        # The index is kept sorted, so this reads only the first few entries.
+        for hkey in self.hint_index.get(target, ()):
             if hkey not in skip:
                 out.append(hkey)
                 if len(out) >= limit:
@@ -87,7 +89,7 @@ class KeyStore:
 
     def hinted_versions(self, token: int, key: bytes) -> Iterator[Versions]:
         prefix = hint_prefix(token, key)
-        for hkey, raw in self.engine.scan("hints", prefix, _prefix_end(prefix)):
+        for _, raw in self.engine.scan("hints", prefix, prefix_end(prefix)):
             yield from_wire(msgpack.unpackb(raw, raw=False))
 
     def read_merged(self, token: int, key: bytes) -> Versions | None:
@@ -108,10 +110,3 @@ class KeyStore:
     def put_meta(self, name: str, value: object) -> None:
         self.engine.put("meta", name.encode(), msgpack.packb(value, use_bin_type=True))
 
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest byte string greater than every string starting with `prefix`."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])

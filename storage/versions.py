@@ -1,10 +1,11 @@
 """Versions of one key: dotted version vectors, siblings and the client context.
 
 A key's state is a `Versions`: a causal context (`Context`: a version vector plus a
-"dot cloud" of dots seen beyond its contiguous prefix) and the siblings still live under it, each tagged with the *dot* (actor, counter) of the write
-that created it. This is the dotted-version-vector model Riak adopted (riak_kv#746) to
-stop sibling explosion: a write names exactly the versions it supersedes through its
-context, so interleaved read-modify-write cycles never multiply siblings.
+"dot cloud" of dots seen beyond its contiguous prefix) and the siblings still live
+under it, each tagged with the *dot* (actor, counter) of the write that created it.
+This is the dotted-version-vector model Riak adopted (riak_kv#746) to stop sibling
+explosion: a write names exactly the versions it supersedes through its context, so
+interleaved read-modify-write cycles never multiply siblings.
 
 Rules (the invariants every function here keeps):
 
@@ -225,7 +226,6 @@ def merge(a: Versions | None, b: Versions | None) -> Versions:
         return b or EMPTY
     if b is None or not b.context:
         return a
-    a_dots = a.dots()
     b_dots = b.dots()
     kept: list[Sibling] = [
         s for s in a.siblings if s.dot in b_dots or not b.context.covers(s.dot)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from coordinator.requests import NotFound, QuorumFailed, ReadOk, ReadRequest, Rejected, WriteOk, WriteRequest
+from coordinator.requests import (
+    NotFound,
+    QuorumFailed,
+    ReadOk,
+    ReadRequest,
+    Rejected,
+    WriteOk,
+    WriteRequest,
+)
 from ring.token import key_token
 from storage.versions import EMPTY_CONTEXT
 from tests.memnet import MemNet
@@ -152,3 +160,51 @@ def test_lost_disk_node_reuses_no_counter():
     assert values(get(net, "n5", key, r=3)) == [b"a", b"b"]
     actors = set(ok2.context.vector) | {a for a, _ in ok2.context.cloud}
     assert actor_before not in actors or actor_before[1] != net.nodes[coord].generation
+
+
+def test_one_seed_list_for_every_node_founds_exactly_one_cluster():
+    net = MemNet(seed=5)
+    seeds = ("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+    for i in range(1, 5):
+        net.add(f"n{i}", seeds)
+    net.run_for(3.0)
+    for node in net.nodes.values():
+        assert node.joined and node.members.ids() == ["n1", "n2", "n3", "n4"]
+    assert isinstance(put(net, "n4", b"k", b"v"), WriteOk)
+    assert values(get(net, "n2", b"k")) == [b"v"]
+
+
+def test_garbage_context_in_forwarded_write_never_reaches_the_node():
+    import pytest
+
+    from ringkv import wire
+
+    with pytest.raises(wire.WireError):
+        wire.decode(b"\x92\x14\x92\x01\x97\xa1k\xc0\xa0\xa3!!!\xc0\xc0\xc0")
+
+
+def test_valid_but_hostile_messages_never_crash_a_node():
+    """Messages that decode fine but make no sense (wrong ids, unknown peers)."""
+    import random as _random
+
+    import msgpack
+
+    from ringkv import wire
+    from tests.test_wire import MESSAGES, mutate
+
+    net = cluster(3)
+    node = net.nodes["n2"]
+    rng = _random.Random(4)
+    for i in range(3000):
+        msg = rng.choice(MESSAGES)
+        doc = msgpack.unpackb(wire.encode(msg), raw=False)
+        if i % 2:
+            doc = mutate(doc, rng)
+        try:
+            decoded = wire.decode(msgpack.packb(doc, use_bin_type=True))
+        except wire.WireError:
+            continue
+        node.receive(rng.choice(["n1", "n3", "stranger"]), decoded, net.now)
+    net.run_for(1.0)
+    assert isinstance(put(net, "n2", b"still", b"works"), WriteOk)
+    assert values(get(net, "n3", b"still")) == [b"works"]

@@ -21,14 +21,18 @@ from typing import Any
 import msgpack
 import pytest
 
-from ringkv.transport import NONCE_SIZE, Transport
+from ringkv.transport import NONCE_SIZE, SEED_PREFIX, Transport
 
+uvloop: Any
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
     uvloop = None
 
-LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="no uvloop"))]
+LOOPS = [
+    "asyncio",
+    pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="no uvloop")),
+]
 HOST = "127.0.0.1"
 
 
@@ -42,7 +46,7 @@ def run(coro: Coroutine[Any, Any, None], loop_kind: str = "asyncio", timeout: fl
     assert not errors, errors
 
 
-async def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+async def wait_until(pred: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
@@ -74,7 +78,9 @@ class Node:
         return addr[1]
 
 
-async def pair(a_kw: dict[str, Any] | None = None, b_kw: dict[str, Any] | None = None) -> tuple[Node, Node]:
+async def pair(
+    a_kw: dict[str, Any] | None = None, b_kw: dict[str, Any] | None = None
+) -> tuple[Node, Node]:
     a = await Node("a", **(a_kw or {})).start()
     b = await Node("b", **(b_kw or {})).start()
     a.t.set_address("b", HOST, b.port)
@@ -279,6 +285,21 @@ def test_wrong_node_at_address_is_refused() -> None:
     run(main())
 
 
+def test_seed_peer_accepts_any_node_id() -> None:
+    async def main() -> None:
+        a, b = await pair({"secret": b"k"}, {"secret": b"k"})
+        seed = f"{SEED_PREFIX}{HOST}-{b.port}"  # how the runtime names a seed it cannot name
+        a.t.set_address(seed, HOST, b.port)
+        a.t.send(seed, b"join me")
+        await wait_until(lambda: b.got)
+        assert b.got == [("a", b"join me")] and a.t.connected(seed)
+        assert a.t.stats.peer_mismatches == 0
+        await a.t.close()
+        await b.t.close()
+
+    run(main())
+
+
 # --------------------------------------------------------------------------------------
 # Hostile input on the RPC port
 
@@ -421,16 +442,45 @@ def test_oversized_frame_from_authenticated_peer_closes_connection() -> None:
 # A hostile or confused server, seen from the connecting side
 
 
-async def fake_server(
-    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> tuple[asyncio.Server, int]:
-    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class FakeServer:
+    """A hand-written peer: ``handler(reader, writer, stop)`` plays the accepting side."""
+
+    def __init__(
+        self,
+        handler: Callable[
+            [asyncio.StreamReader, asyncio.StreamWriter, asyncio.Event], Awaitable[None]
+        ],
+    ) -> None:
+        self.handler = handler
+        self.stop = asyncio.Event()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
         with contextlib.suppress(Exception):
-            await handler(reader, writer)
+            await self.handler(reader, writer, self.stop)
         await close_writer(writer)
 
-    server = await asyncio.start_server(wrapped, HOST, 0)
-    return server, server.sockets[0].getsockname()[1]
+    async def start(self) -> FakeServer:
+        self.server = await asyncio.start_server(self._serve, HOST, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        self.stop.set()  # handlers return normally (a cancelled one upsets asyncio.streams)
+        assert self.server is not None
+        self.server.close()
+        await asyncio.gather(*self.tasks)
+        await self.server.wait_closed()
+
+
+async def idle(stop: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), 10)
 
 
 def _server_behaviours() -> list[tuple[str, bytes | None, str]]:
@@ -449,13 +499,15 @@ def _server_behaviours() -> list[tuple[str, bytes | None, str]]:
 def test_client_survives_hostile_server(name: str, reply: bytes | None, counter: str) -> None:
     secret = b"k"
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
+    ) -> None:
         if reply is None:
-            await asyncio.sleep(5)
+            await idle(stop)
             return
         if not reply.startswith(b"ACCEPT"):
             writer.write(reply)
-            await asyncio.sleep(5)
+            await idle(stop)
             return
         writer.write(mframe(["ringkv", 1, os.urandom(NONCE_SIZE)]))
         hello = await read_frame(reader)
@@ -464,12 +516,12 @@ def test_client_survives_hostile_server(name: str, reply: bytes | None, counter:
             writer.write(mframe(["ringkv", 1, "b", proof]) + mframe(["unexpected"]))
         else:
             writer.write(reply[len(b"ACCEPT:") :])
-        await asyncio.sleep(5)
+        await idle(stop)
 
     async def main() -> None:
-        server, port = await fake_server(handler)
+        server = await FakeServer(handler).start()
         a = Node("a", secret=secret, connect_timeout=0.3)
-        a.t.set_address("b", HOST, port)
+        a.t.set_address("b", HOST, server.port)
         for i in range(10):
             a.t.send("b", b"%d" % i)
         await wait_until(lambda: getattr(a.t.stats, counter) >= 1, what=counter)
@@ -477,8 +529,7 @@ def test_client_survives_hostile_server(name: str, reply: bytes | None, counter:
         assert not a.t.connected("b") or name == "extra-frame"
         a.t.send("b", b"more")  # in backoff: dropped, never raises
         await a.t.close()
-        server.close()
-        await server.wait_closed()
+        await server.close()
 
     run(main())
 
@@ -588,17 +639,21 @@ def test_address_change_moves_the_connection() -> None:
 def test_high_water_mark_drops_instead_of_growing() -> None:
     high_water = 256 * 1024
 
-    async def stuck_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def stuck_server(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
+    ) -> None:
         writer.write(mframe(["ringkv", 1, os.urandom(NONCE_SIZE)]))
         await read_frame(reader)
         writer.write(mframe(["ringkv", 1, "b", b""]))
-        writer.transport.pause_reading()  # never read again
-        await asyncio.sleep(30)
+        tr = writer.transport
+        assert isinstance(tr, asyncio.Transport)
+        tr.pause_reading()  # never read again
+        await idle(stop)
 
     async def main() -> None:
-        server, port = await fake_server(stuck_server)
+        server = await FakeServer(stuck_server).start()
         a = Node("a", high_water=high_water)
-        a.t.set_address("b", HOST, port)
+        a.t.set_address("b", HOST, server.port)
         a.t.send("b", b"x")
         await wait_until(lambda: a.t.connected("b"))
         chunk = b"z" * 65536
@@ -614,7 +669,6 @@ def test_high_water_mark_drops_instead_of_growing() -> None:
         assert peer.proto._tr.get_write_buffer_size() <= high_water + 8 * len(chunk)
         assert a.t.connected("b")
         await a.t.close()
-        server.close()
-        await server.wait_closed()
+        await server.close()
 
     run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -201,10 +202,8 @@ def test_random_bytes_never_crash_the_decoder():
     for _ in range(2000):
         raw = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 40)))
         text = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-        try:
+        with contextlib.suppress(ContextError):
             decode_context(text)
-        except ContextError:
-            pass
 
 
 def test_wire_round_trip_and_validation():
