@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from storage.versions import Actor, Versions, from_wire, to_wire
+from storage.versions import Actor, Versions, from_trusted_wire, to_wire
 
 RECORD_FORMAT = 1
 
@@ -33,5 +33,6 @@ def decode_record(raw: bytes) -> Record:
     fmt, versions_doc, actor = msgpack.unpackb(raw, use_list=True, raw=False)
     if fmt != RECORD_FORMAT:
         raise ValueError(f"unknown record format {fmt!r}")
-    local = (str(actor[0]), int(actor[1]), int(actor[2])) if actor is not None else None
-    return Record(from_wire(versions_doc), local)
+    # Records are written only by this node (validated on arrival): no re-validation.
+    local = (actor[0], actor[1], actor[2]) if actor is not None else None
+    return Record(from_trusted_wire(versions_doc), local)

@@ -46,6 +46,7 @@ import base64
 import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -89,6 +90,11 @@ class Context:
             return self
         if not self.vector and not self.cloud:
             return other
+        if not other.cloud and not self.cloud:
+            # The common case: plain vectors, often one already covering the other.
+            mine = self.vector
+            if all(mine.get(a, 0) >= c for a, c in other.vector.items()):
+                return self
         vector = dict(self.vector)
         for actor, counter in other.vector.items():
             if counter > vector.get(actor, 0):
@@ -96,6 +102,9 @@ class Context:
         return _compacted(vector, self.cloud | other.cloud)
 
     def with_dot(self, dot: Dot) -> Context:
+        actor, counter = dot
+        if not self.cloud and counter == self.vector.get(actor, 0) + 1:
+            return Context({**self.vector, actor: counter}, frozenset())
         return _compacted(dict(self.vector), self.cloud | {dot})
 
     def descends(self, other: Context) -> bool:
@@ -346,6 +355,18 @@ def to_wire(state: Versions) -> list[object]:
             for s in state.siblings
         ],
     ]
+
+
+def from_trusted_wire(doc: list[Any]) -> Versions:
+    """`from_wire` without validation, for records this node wrote to its own disk."""
+    vector_doc, cloud_doc, sib_doc = doc
+    vector = {(n, g, e): c for n, g, e, c in vector_doc}
+    cloud = frozenset(((n, g, e), c) for n, g, e, c in cloud_doc)
+    siblings = tuple(
+        Sibling((n, g, e), c, value, ctype, ts, exp)
+        for n, g, e, c, value, ctype, ts, exp in sib_doc
+    )
+    return Versions(Context(vector, cloud), siblings)
 
 
 def from_wire(doc: object) -> Versions:
