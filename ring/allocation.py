@@ -55,15 +55,14 @@ __all__ = ["DEFAULT_REPLICAS", "JITTER", "MAX_COUNT", "allocate_tokens", "initia
 # default N). Other N still get balanced primary shares.
 DEFAULT_REPLICAS = 3
 
-# Far above any sane vnode count; a larger request is a bug, not a slow success.
-MAX_COUNT = 1 << 16
+MAX_COUNT = 1 << 16  # far above any sane vnode count
 
 # How much a joiner's private view may shrink an arc when ranking it: small enough
 # that only large arcs get split, large enough that two joiners rank them differently.
 JITTER = 0.25
-# Ranks are integers (fixed point) so heap order never depends on float rounding.
+# Ranks are integers (fixed point) so arc order never depends on float rounding.
 _JITTER_SCALE = 1 << 16
-_JITTER_SPAN = int(_JITTER_SCALE * JITTER)
+_JITTER_PRIME = 16381  # the largest prime <= _JITTER_SCALE * JITTER
 # A token is nudged back by less than take / 2**_NUDGE_SHIFT (see _Allocator.insert).
 _NUDGE_SHIFT = 16
 
@@ -76,7 +75,7 @@ _CANDIDATE_OWNERS = 4
 _CANDIDATE_ARCS = 4
 _CANDIDATE_POOL = 512
 
-# An unsplit arc in its owner's heap: (-jittered length, end token, length).
+# An unsplit arc in its owner's list: (-jittered length, end token, length).
 _Arc = tuple[int, int, int]
 # How placing a token in one arc changes replica shares; see _Allocator.effect.
 _Effect = tuple[tuple[str, int, int], ...]
@@ -88,7 +87,7 @@ def _node_hash(node_id: str, salt: int) -> int:
 
 
 def _check_count(count: int) -> None:
-    if not 0 <= count <= MAX_COUNT:
+    if not 0 <= count <= MAX_COUNT:  # a huge count is a bug, not a slow success
         raise ValueError(f"token count must be in [0, {MAX_COUNT}], got {count}")
 
 
@@ -124,9 +123,18 @@ def allocate_tokens(
     _check_count(count)
     if replicas < 1:
         raise ValueError(f"replicas must be >= 1, got {replicas}")
-    entries = sorted(
-        {(check_token(t), n) for n, tokens in existing.items() if n != node_id for t in tokens}
-    )
+    try:
+        entries = sorted({(t, n) for n, ts in existing.items() if n != node_id for t in ts})
+    except TypeError as exc:  # a token that does not even compare with ints
+        raise ValueError(f"tokens must be ints: {exc}") from exc
+    # Validate in bulk (this runs over every vnode of the cluster): sorted, so only the
+    # ends can be out of range; a non-int that sorted fine is caught by its type.
+    if entries:
+        check_token(entries[0][0])
+        check_token(entries[-1][0])
+        for t, _ in entries:
+            if type(t) is not int:
+                check_token(t)
     if not entries:
         return initial_tokens(node_id, count)
     if count == 0:
@@ -150,25 +158,37 @@ class _Allocator:
         self.replica_goal = TOKEN_SPACE * min(replicas, total) / total
         self.primary = primary = dict.fromkeys([*nodes, node_id], 0)
         self.replica = replica = dict.fromkeys([*nodes, node_id], 0)
-        # Unsplit arcs per owner, a max-heap by jittered length. An arc is named by its
-        # end token because indices shift as tokens are inserted.
+        # Unsplit arcs per owner, longest (jittered) first. An arc's length never changes
+        # until we split it, so the order is fixed. An arc is named by its end token
+        # because indices shift as tokens are inserted.
         self.arcs: dict[str, list[_Arc]] = {n: [] for n in nodes}
         salt = _node_hash(node_id, 1)
-        lengths = [self.arc_length(i) for i in range(len(tokens))]
-        for i, owner in enumerate(owners):
-            length = lengths[i]
+        starts = [tokens[-1], *tokens[:-1]]
+        lengths = [(end - start) % TOKEN_SPACE for start, end in zip(starts, tokens, strict=True)]
+        if tokens[0] == tokens[-1]:
+            lengths[0] = TOKEN_SPACE  # one token, or all on one: the first owns everything
+        arcs = self.arcs
+        for owner, end, length in zip(owners, tokens, lengths, strict=True):
             primary[owner] += length
             if length >= 2:  # a token strictly inside the arc needs room
-                # A cheap multiplicative hash of (joiner, arc) is the jitter.
-                noise = ((tokens[i] ^ salt) * 0x9E3779B97F4A7C15 >> 64) % _JITTER_SPAN
-                self.arcs[owner].append((-length * (_JITTER_SCALE - noise), tokens[i], length))
-        for heap in self.arcs.values():
-            heapq.heapify(heap)
+                # (end ^ salt) mod a prime: a cheap hash of (joiner, arc) as the jitter.
+                weight = _JITTER_SCALE - (end ^ salt) % _JITTER_PRIME
+                arcs[owner].append((-length * weight, end, length))
+        for arc_list in arcs.values():
+            arc_list.sort()
         if self.old_count >= replicas:  # else everyone holds everything: no replica term
-            for i, length in enumerate(lengths):
+            size = len(owners)
+            for i, length in enumerate(lengths):  # a hot loop: walk() inlined
                 if length:
-                    for node in self.walk(i, replicas):
-                        replica[node] += length
+                    found = [owners[i]]
+                    replica[owners[i]] += length
+                    j = i + 1
+                    while len(found) < replicas:  # ends: there are >= replicas nodes
+                        node = owners[j % size]
+                        if node not in found:
+                            found.append(node)
+                            replica[node] += length
+                        j += 1
         fair = TOKEN_SPACE // total
         self.excess = {n: primary[n] - fair for n in nodes}
         # Owner order on equal excess: a node_id-salted hash, so no joiner favours low ids.
@@ -184,10 +204,8 @@ class _Allocator:
         return length
 
     def walk(self, i: int, depth: int) -> list[str]:
-        """Distinct owners from vnode ``i`` clockwise, up to ``depth`` *old* nodes.
-
-        Our own vnodes are listed when met but not counted: the walk length must not
-        depend on how sparse our tokens still are, or early walks would lap the ring.
+        """Distinct owners from vnode ``i`` clockwise, up to ``depth`` *old* nodes; ours
+        are listed but not counted, or early walks (few tokens of ours) would lap the ring.
         """
         owners, me, size = self.owners, self.me, len(self.owners)
         depth = min(depth, self.old_count)
@@ -300,19 +318,16 @@ class _Allocator:
                 break
 
     def refill(self) -> bool:
-        """Offer every old node's arc again, split or not; False if none has room.
-
-        Needed only to place more tokens than the ring has arcs. Splitting the rest of
-        a split arc puts our token right after one of ours: a wasted vnode, but valid.
-        """
-        for heap in self.arcs.values():
-            heap.clear()
+        """Offer every old node's arc again, split or not; False if none has room. Needed
+        only to place more tokens than the ring has arcs (then a vnode may be wasted)."""
+        for arc_list in self.arcs.values():
+            arc_list.clear()
         for i, owner in enumerate(self.owners):
             length = self.arc_length(i)
             if owner != self.me and length >= 2:
                 self.arcs[owner].append((-length * _JITTER_SCALE, self.tokens[i], length))
-        for heap in self.arcs.values():
-            heapq.heapify(heap)
+        for arc_list in self.arcs.values():
+            arc_list.sort()
         return any(self.arcs.values())
 
     def allocate(self, count: int) -> tuple[int, ...]:
@@ -329,7 +344,6 @@ class _Allocator:
         per_owner = _CANDIDATE_ARCS
         if self.old_count >= self.rf:  # else only primary shares matter: any big arc will do
             per_owner = max(per_owner, _CANDIDATE_POOL // (self.old_count * _CANDIDATE_OWNERS))
-        window = 2 ** min(per_owner, 30) - 1  # a heap's k smallest are in its first 2**k - 1
         ranked: list[tuple[int, int, str]] = []
         chosen: list[int] = []
         started = False
@@ -345,24 +359,24 @@ class _Allocator:
             my_p, my_r = primary[me] - pgoal * fraction, replica[me] - rgoal * fraction
             my_p2, my_r2 = inv_p2 / fraction**2, inv_r2 / fraction**2
             popped: list[tuple[int, int, str]] = []
-            best: tuple[float, str, _Arc, int] | None = None
+            best: tuple[float, str, int, int] | None = None
             while ranked and len(popped) < _CANDIDATE_OWNERS:
                 entry = heapq.heappop(ranked)
                 owner = entry[2]
-                heap = self.arcs[owner]
-                if not heap:
+                arc_list = self.arcs[owner]
+                if not arc_list:
                     continue  # nothing left to split: drop the owner until a refill
                 popped.append(entry)
                 excess = self.excess[owner]
                 amount = max(1, min(need, excess) if excess > 0 else need)
                 owner_p = 2 * (primary[owner] - pgoal)
-                for arc in heapq.nsmallest(per_owner, heap[:window]):
+                for rank, arc in enumerate(arc_list[:per_owner]):
                     _, end, length = arc
                     take = amount if amount < length else length - 1
                     effect = effects.get(end)
                     if effect is None:
                         effect = self.effect(bisect_left(self.tokens, end))
-                    mine = others = 0
+                    mine, others = 0, 0.0
                     for node, fixed, per_unit in effect:
                         change = fixed + per_unit * take
                         if node == me:
@@ -376,12 +390,11 @@ class _Allocator:
                         + (my_r + mine) ** 2 * my_r2
                     )
                     if best is None or value < best[0]:
-                        best = (value, owner, arc, take)
+                        best = (value, owner, rank, take)
             if best is not None:
-                _, owner, arc, take = best
-                self.arcs[owner].remove(arc)
-                heapq.heapify(self.arcs[owner])
-                chosen.append(self.insert(owner, bisect_left(self.tokens, arc[1]), take))
+                _, owner, rank, take = best
+                end = self.arcs[owner].pop(rank)[1]
+                chosen.append(self.insert(owner, bisect_left(self.tokens, end), take))
             for _, tiebreak, n in popped:
                 heapq.heappush(ranked, (-self.excess[n], tiebreak, n))
         return tuple(sorted(chosen))

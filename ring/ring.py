@@ -45,10 +45,11 @@ class Ring:
     __slots__ = ("_members", "_nodes", "_tokens", "_owners", "_succ", "_arcs", "_hash")
 
     def __init__(self, members: Mapping[str, Iterable[int]] | None = None) -> None:
+        members = members or {}
         clean: dict[str, tuple[int, ...]] = {}
         entries: list[tuple[int, str]] = []
-        for node in sorted(members or {}):
-            tokens = tuple(sorted({check_token(t) for t in (members or {})[node]}))
+        for node in sorted(members):
+            tokens = tuple(sorted({check_token(t) for t in members[node]}))
             if tokens:
                 clean[node] = tokens
                 entries.extend((t, node) for t in tokens)
@@ -153,9 +154,17 @@ class Ring:
 
     def preference_list(self, token: int, n: int) -> list[str]:
         """The first ``n`` distinct nodes clockwise from ``token`` (all, if fewer)."""
-        if n <= 0 or not self._tokens:
+        tokens = self._tokens
+        if n <= 0 or not tokens:
             return []
-        return list(self._successors_at(self._index(token), n)[:n])
+        # The hot path, inlined: one bisect, one cache probe, one slice.
+        i = bisect_left(tokens, token)
+        if i == len(tokens):
+            i = 0
+        cached = self._succ[i]
+        if cached is None or (len(cached) < n and len(cached) < len(self._nodes)):
+            cached = self._successors_at(i, n)
+        return list(cached[:n])
 
     def key_preference_list(self, key: bytes, n: int) -> list[str]:
         """``preference_list(key_token(key), n)``."""

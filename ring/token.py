@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 TOKEN_BITS = 64
-TOKEN_SPACE = 2**TOKEN_BITS
+TOKEN_SPACE: int = 1 << TOKEN_BITS  # 2**64; a shift so that type checkers see an int
 MAX_TOKEN = TOKEN_SPACE - 1
 TOKEN_BYTES = TOKEN_BITS // 8
 

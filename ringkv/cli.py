@@ -72,6 +72,7 @@ _SERVE_OPTIONS: list[tuple[str, str, str]] = [
     ("failure_timeout", "SECONDS", "Silence after which a peer is down. [3.0]"),
     ("hint_replay_batch", "COUNT", "Hints sent per replay tick. [64]"),
     ("log_level", "LEVEL", "debug, info, warning, error or critical. [info]"),
+    ("conflict", "dvv|lww", "Keep concurrent writes as siblings, or last write wins. [dvv]"),
 ]
 
 

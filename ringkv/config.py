@@ -30,6 +30,7 @@ __all__ = [
     "LOG_LEVELS",
     "STORAGE_ENGINES",
     "SYNC_MODES",
+    "CONFLICT_MODES",
     "cli_flag",
     "env_var",
     "fast_test_config",
@@ -42,6 +43,7 @@ NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ENV_PREFIX = "RINGKV_"
 STORAGE_ENGINES = ("lmdb", "memory")
 SYNC_MODES = ("group", "none")
+CONFLICT_MODES = ("dvv", "lww")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_VNODES = 4096
 
@@ -109,6 +111,11 @@ class NodeConfig:
     hint_replay_batch: int = 64
     # "info" logs membership changes and start/stop; "debug" logs every request.
     log_level: str = "info"
+    # "dvv": concurrent writes are kept as siblings (never lose a write). "lww": the
+    # latest timestamp wins and concurrent writes are silently dropped, as Riak's
+    # allow_mult=false and Cassandra do; an explicit opt-in, and the simulation's
+    # negative control.
+    conflict: str = "dvv"
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, list):
@@ -173,6 +180,7 @@ _KINDS: dict[str, str] = {
     "failure_timeout": "float",
     "hint_replay_batch": "int",
     "log_level": "choice",
+    "conflict": "choice",
 }
 assert set(_KINDS) == {f.name for f in fields(NodeConfig)}, "keep _KINDS in step with NodeConfig"
 
@@ -180,6 +188,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "storage": STORAGE_ENGINES,
     "sync": SYNC_MODES,
     "log_level": LOG_LEVELS,
+    "conflict": CONFLICT_MODES,
 }
 _ALIASES: dict[str, dict[str, str]] = {"log_level": {"warn": "warning", "fatal": "critical"}}
 _DEFAULTS: dict[str, Any] = {

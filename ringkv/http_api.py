@@ -239,12 +239,15 @@ class Api:
 
     async def ring_lookup(self, request: web.Request) -> web.Response:
         key = request.query.get("key")
-        if key is None or not key or len(key.encode()) > MAX_KEY_BYTES:
+        # The key as bytes, percent-decoded from the raw query exactly like /kv/{key}:
+        # decoding to text first would turn %FF into U+FFFD, another key.
+        raw = _raw_query_param(request, "key")
+        if key is None or raw is None or not 1 <= len(raw) <= MAX_KEY_BYTES:
             return _error(400, "query parameter key must be 1 to 1024 bytes")
         if not self.node.ring.nodes:
             return _error(503, "node has not joined a cluster")
-        return web.json_response({"key": key, "token": str(key_token(key.encode())),
-                                  "preference_list": self.node.preference_list(key.encode())})
+        return web.json_response({"key": key, "token": str(key_token(raw)),
+                                  "preference_list": self.node.preference_list(raw)})
 
     async def leave(self, request: web.Request) -> web.Response:
         return _error(501, "leaving a cluster (handing ranges to their new owners) is not "
@@ -274,6 +277,15 @@ class Api:
                 for s in state.siblings
             ],
         })
+
+
+def _raw_query_param(request: web.Request, name: str) -> bytes | None:
+    """The first value of a query parameter as bytes ('+' is a space, as in forms)."""
+    for item in request.rel_url.raw_query_string.split("&"):
+        k, _, v = item.partition("=")
+        if unquote_to_bytes(k.replace("+", " ")) == name.encode():
+            return unquote_to_bytes(v.replace("+", " "))
+    return None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

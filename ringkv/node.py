@@ -64,7 +64,7 @@ from storage.engine import Engine
 from storage.keys import split_hint_key
 from storage.record import Record
 from storage.store import KeyStore
-from storage.versions import Actor, Versions, update
+from storage.versions import Actor, Versions, lww_resolve, update
 
 EPOCH_LEASE = 4096  # epochs reserved per metadata write: one meta write per 4096 new keys
 JOIN_RETRY = 1.0  # seconds between join attempts while no seed has answered
@@ -109,6 +109,7 @@ class _WriteOp:
     quorum: WriteQuorum
     client_context: object
     reply_to: _ReplyTo
+    state: Versions  # what the replicas were sent; hinted to those that never acked
 
 
 @dataclass(slots=True)
@@ -143,6 +144,10 @@ class Stats:
     stale_replies: int = 0
 
 
+def _keep_all(versions: Versions) -> Versions:
+    return versions
+
+
 class Node:
     def __init__(self, config: NodeConfig, engine: Engine, now: float,
                  rng: random.Random) -> None:
@@ -154,6 +159,8 @@ class Node:
         self.detector = FailureDetector(config.failure_timeout)
         self.members = Membership()
         self.n, self.r, self.w = config.n, config.r, config.w
+        # Last-write-wins keeps one sibling everywhere a state is formed.
+        self._resolve = lww_resolve if config.conflict == "lww" else _keep_all
         self._ops: dict[int, _WriteOp | _ReadOp | _ForwardOp | _HintOp] = {}
         self._next_id = 1
         self._next_ping = now
@@ -332,17 +339,18 @@ class Node:
                 actor = self._fresh_actor()
             state, client_ctx = update(base, req.context, actor, req.value,
                                        req.content_type, now_ms, expires)
+            state = self._resolve(state)
             self.store.put_record(token, req.key, Record(state, actor))
         else:
             # A fallback (or a node outside the list) holds no stable actor for the key.
             state, client_ctx = update(None, req.context, self._fresh_actor(), req.value,
                                        req.content_type, now_ms, expires)
             if mine is not None and mine.hint_for is not None:
-                self.store.merge_hint(token, req.key, mine.hint_for, state)
+                self.store.merge_hint(token, req.key, mine.hint_for, state, self._resolve)
                 self.stats.hints_stored += 1
         req_id = self._new_id()
         quorum = WriteQuorum(w, tuple(targets))
-        self._ops[req_id] = _WriteOp(req.key, quorum, client_ctx, reply_to)
+        self._ops[req_id] = _WriteOp(req.key, quorum, client_ctx, reply_to, state)
         effects: list[Effect] = [SetTimer(deadline, req_id)]
         for t in targets:
             if t.node == self.id:
@@ -350,6 +358,22 @@ class Node:
             else:
                 effects.append(Send(t.node, ReplicaPut(req_id, req.key, state, t.hint_for)))
         return effects
+
+    def _hint_unacked(self, op: _WriteOp) -> None:
+        """Keep a hint for every replica that did not acknowledge in time.
+
+        As Cassandra does: a replica that is up but dropped or lost the write gets it
+        by hinted handoff, so replicas converge without waiting for a read.
+        """
+        token = key_token(op.key)
+        for target in op.quorum.targets:
+            if target.node in op.quorum.acked or target.node == self.id:
+                continue
+            owner = target.hint_for or target.node
+            if owner == self.id:
+                continue
+            self.store.merge_hint(token, op.key, owner, op.state, self._resolve)
+            self.stats.hints_stored += 1
 
     def _start_read(self, req: ReadRequest, reply_to: _ReplyTo, now: float) -> list[Effect]:
         r = self._quorum(req.r, self.r)
@@ -365,7 +389,7 @@ class Node:
         return effects
 
     def _read_response(self, op: _ReadOp, now: float) -> ClientResponse:
-        merged = op.quorum.merged()
+        merged = self._resolve(op.quorum.merged())
         stale = tuple(op.quorum.stale(merged))
         replied = tuple(sorted(op.quorum.replies))
         self.stats.stale_replies += len(stale)
@@ -433,10 +457,10 @@ class Node:
     def _on_replica_put(self, src: str, msg: ReplicaPut) -> list[Effect]:
         token = key_token(msg.key)
         if msg.hint_for is not None and msg.hint_for != self.id:
-            self.store.merge_hint(token, msg.key, msg.hint_for, msg.versions)
+            self.store.merge_hint(token, msg.key, msg.hint_for, msg.versions, self._resolve)
             self.stats.hints_stored += 1
         else:
-            self.store.merge_record(token, msg.key, msg.versions)
+            self.store.merge_record(token, msg.key, msg.versions, self._resolve)
         if msg.req_id == REPAIR_ID:
             return []
         return [Send(src, ReplicaPutAck(msg.req_id), durable=True)]
@@ -475,6 +499,7 @@ class Node:
         if op is None:
             return []
         if isinstance(op, _WriteOp):
+            self._hint_unacked(op)
             if op.quorum.answered:
                 return []
             return [self._answer(op.reply_to, QuorumFailed(op.quorum.acks,
@@ -588,7 +613,7 @@ class Node:
             tokens = known.tokens  # the node lost its disk: give it back its place
         else:
             existing = {k: v for k, v in self.members.ring_tokens().items() if k != src}
-            tokens = allocate_tokens(existing, src, vnodes)
+            tokens = allocate_tokens(existing, src, vnodes, replicas=self.n)
         version = max(record.version, known.version if known else 0) + 1
         joined = Member(src, record.http, record.rpc, tokens, UP, version, record.generation)
         self.members.merge_one(joined)

@@ -34,6 +34,7 @@ from storage.memory import MemoryEngine
 log = logging.getLogger("ringkv")
 
 TICK = 0.1  # seconds between node ticks: heartbeats, hint replay, joins
+MAX_REQUEST_LINE = 64 * 1024  # bytes of HTTP request line (method, path, query)
 
 
 def open_engine(config: NodeConfig) -> Engine:
@@ -63,6 +64,7 @@ class NodeRuntime:
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bad_frames = 0
+        self._seeds_forgotten = False
         self.commits = 0
 
     # --- lifecycle ------------------------------------------------------------------
@@ -73,8 +75,10 @@ class NodeRuntime:
         self._loop = asyncio.get_running_loop()
         await self._flush()  # identity and membership must be on disk before we speak
         await self.transport.listen(self.config.host, self.config.rpc_port)
+        # A request line long enough for any over-long key to reach the API and get
+        # the contract's 414 (aiohttp's default, 8190, answers a bare 400 before that).
         self._runner = web.AppRunner(make_app(self), access_log=None,
-                                     handle_signals=False)
+                                     handle_signals=False, max_line_size=MAX_REQUEST_LINE)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.http_port,
                            reuse_address=True)
@@ -185,6 +189,12 @@ class NodeRuntime:
 
     def _update_addresses(self) -> None:
         self.node.addresses_changed = False
+        if self.node.joined and not self._seeds_forgotten:
+            # Once joined, seeds are reached by their node ids like any member.
+            self._seeds_forgotten = True
+            for seed in self.config.seeds:
+                host, _, port = seed.rpartition(":")
+                self.transport.forget(f"seed-{host}-{port}")
         for member in self.node.members.members():
             if member.node_id == self.config.node_id:
                 continue

@@ -146,6 +146,14 @@ class _RateLimitedLog:
         self._state: dict[object, list[float]] = {}
 
     def warning(self, key: object, msg: str, *args: object, exc_info: bool = False) -> None:
+        self.log(logging.WARNING, key, msg, *args, exc_info=exc_info)
+
+    def info(self, key: object, msg: str, *args: object) -> None:
+        self.log(logging.INFO, key, msg, *args)
+
+    def log(self, level: int, key: object, msg: str, *args: object, exc_info: bool = False) -> None:
+        if not self._log.isEnabledFor(level):
+            return
         now = time.monotonic()
         st = self._state.get(key)
         if st is None:
@@ -159,7 +167,7 @@ class _RateLimitedLog:
                 args = (*args, int(st[1]))
             st[0] = now
             st[1] = 0.0
-        self._log.warning(msg, *args, exc_info=exc_info)
+        self._log.log(level, msg, *args, exc_info=exc_info)
 
 
 def _frame(obj: object) -> bytes:
@@ -226,7 +234,7 @@ class _Peer:
         "queue",
         "queue_bytes",
         "wbuf",
-        "wbuf_bytes",
+        "budget",
         "paused",
         "delay",
         "wanted",
@@ -245,7 +253,9 @@ class _Peer:
         self.queue: list[bytes] = []  # header, payload, header, payload, ... while connecting
         self.queue_bytes = 0
         self.wbuf: list[bytes] = []  # the same, for this loop iteration's writes when ready
-        self.wbuf_bytes = 0
+        # Bytes send() may still add to wbuf: 0 unless ready and below the high-water mark,
+        # so the fast path needs a single comparison.
+        self.budget = 0
         self.paused = False
         self.delay = delay
         self.wanted = False
@@ -356,9 +366,12 @@ class _Conn(asyncio.Protocol):
                     on_message = self._t._on_message
         finally:
             if frames:
-                st = self._t.stats
+                t = self._t
+                st = t.stats
                 st.frames_in += frames
                 st.bytes_in += nbytes
+                if t._dirty:  # replies the callbacks sent: out now, not an iteration later
+                    t._flush()
         if pos < n:
             buf += memoryview(data)[pos:]
         self._need = need
@@ -497,6 +510,10 @@ class _Outbound(_Conn):
         self._failed = why
         self._abort()
 
+    def _violation(self, why: str) -> None:
+        self._failed = why
+        super()._violation(why)
+
     def _control(self, payload: bytes) -> None:
         t = self._t
         peer = self._peer
@@ -548,10 +565,14 @@ class _Outbound(_Conn):
     def pause_writing(self) -> None:
         if self._current():
             self._peer.paused = True
+            self._peer.budget = 0
 
     def resume_writing(self) -> None:
         if self._current():
-            self._peer.paused = False
+            peer = self._peer
+            peer.paused = False
+            if peer.state == _READY:
+                peer.budget = self._t._high_water
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -658,23 +679,17 @@ class Transport:
     def send(self, peer_id: str, payload: bytes) -> None:
         """Queue payload for peer_id. Never blocks; never raises for network reasons."""
         peer = self._peers.get(peer_id)
-        if (
-            peer is not None
-            and peer.state == _READY
-            and not peer.paused
-            and peer.wbuf_bytes < self._high_water
-        ):
+        if peer is not None:
             n = len(payload)
-            if 0 < n <= self._max_frame:
+            if 0 < n <= peer.budget and n <= self._max_frame:
                 wbuf = peer.wbuf
                 if not wbuf:
                     self._dirty.append(peer)
                     if not self._flush_scheduled:
                         self._flush_scheduled = True
-                        self._loop.call_soon(self._flush)  # type: ignore[union-attr]
-                wbuf.append(_pack_len(n))
-                wbuf.append(payload)
-                peer.wbuf_bytes += n + 4
+                        self._loop.call_soon(self._flush_soon)  # type: ignore[union-attr]
+                wbuf += (_pack_len(n), payload)
+                peer.budget -= n + 4
                 return
         self._send_slow(peer_id, peer, payload)
 
@@ -696,7 +711,7 @@ class Transport:
         self._closed = True
         if self._server is not None:
             self._server.close()
-        if self._flush_scheduled:
+        if self._dirty:
             self._flush()
         tasks: list[asyncio.Task[None]] = []
         for peer in self._peers.values():
@@ -707,9 +722,7 @@ class Transport:
             conn._close()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-        if self._conns:
+        if self._conns:  # give graceful closes a second to flush, then abort
             self._all_gone = self._get_loop().create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._all_gone), 1.0)
@@ -720,6 +733,8 @@ class Transport:
                     if not self._conns:
                         break
                     await asyncio.sleep(0)
+        if self._server is not None:
+            await self._server.wait_closed()  # after the connections: 3.12+ waits for them
 
     # -- sending internals ----------------------------------------------------------------
 
@@ -777,8 +792,13 @@ class Transport:
         except Exception:
             self._callback_failed(self.node_id)
 
-    def _flush(self) -> None:
+    def _flush_soon(self) -> None:
         self._flush_scheduled = False
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write each dirty peer's frames in one transport.write. Runs once per loop
+        iteration (scheduled by send) and right after an inbound batch was delivered."""
         dirty = self._dirty
         if not dirty:
             return
@@ -792,13 +812,16 @@ class Transport:
             proto = peer.proto
             tr = proto._tr if proto is not None else None
             if peer.state == _READY and tr is not None and not tr.is_closing():
-                tr.write(b"".join(wbuf))
+                data = b"".join(wbuf)
+                wbuf.clear()
+                if not peer.paused:
+                    peer.budget = self._high_water
+                tr.write(data)  # may call pause_writing(), which zeroes the budget
                 st.frames_out += frames
-                st.bytes_out += peer.wbuf_bytes - 4 * frames
+                st.bytes_out += len(data) - 4 * frames
             else:
                 st.dropped += frames
-            wbuf.clear()
-            peer.wbuf_bytes = 0
+                wbuf.clear()
 
     # -- connection management ------------------------------------------------------------
 
@@ -872,6 +895,7 @@ class Transport:
         peer.epoch += 1
         peer.state = _IDLE
         peer.paused = False
+        peer.budget = 0
         if peer.timer is not None:
             peer.timer.cancel()
             peer.timer = None
@@ -889,7 +913,6 @@ class Transport:
         if peer.wbuf:
             self.stats.dropped += len(peer.wbuf) >> 1
             peer.wbuf.clear()
-            peer.wbuf_bytes = 0
         if not keep_queue and peer.queue:
             self.stats.dropped += len(peer.queue) >> 1
             peer.queue.clear()
@@ -901,6 +924,7 @@ class Transport:
             peer.timer = None
         peer.state = _READY
         peer.paused = False
+        peer.budget = self._high_water
         peer.since = self._get_loop().time()
         self.stats.connects += 1
         self._log.debug("transport %s: connected to %s", self.node_id, peer.id)
@@ -928,7 +952,7 @@ class Transport:
         # It was ready.
         self.stats.disconnects += 1
         lived = self._get_loop().time() - peer.since
-        self._rlog.warning(
+        self._rlog.info(
             ("lost", peer.id),
             "transport %s: connection to %s lost%s",
             self.node_id,

@@ -10,7 +10,7 @@ table (built by one scan at start, then kept in step by `put_hint`/`delete_hint`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgpack
 from sortedcontainers import SortedSet
@@ -19,6 +19,12 @@ from storage.engine import Engine
 from storage.keys import data_key, hint_key, hint_prefix, prefix_end, split_hint_key
 from storage.record import Record, decode_record, encode_record
 from storage.versions import Versions, from_wire, merge, to_wire
+
+Resolver = Callable[[Versions], Versions]
+
+
+def _keep_all(versions: Versions) -> Versions:
+    return versions
 
 
 class KeyStore:
@@ -38,13 +44,14 @@ class KeyStore:
     def put_record(self, token: int, key: bytes, record: Record) -> None:
         self.engine.put("data", data_key(token, key), encode_record(record))
 
-    def merge_record(self, token: int, key: bytes, incoming: Versions) -> bool:
+    def merge_record(self, token: int, key: bytes, incoming: Versions,
+                     resolve: Resolver = _keep_all) -> bool:
         """Merge received versions into the local record; True when it changed."""
         current = self.get_record(token, key)
         if current is None:
-            self.put_record(token, key, Record(incoming))
+            self.put_record(token, key, Record(resolve(incoming)))
             return True
-        merged = merge(current.versions, incoming)
+        merged = resolve(merge(current.versions, incoming))
         if merged.same_as(current.versions):
             return False
         self.put_record(token, key, Record(merged, current.local_actor))
@@ -56,9 +63,10 @@ class KeyStore:
         raw = self.engine.get("hints", hkey)
         return None if raw is None else from_wire(msgpack.unpackb(raw, raw=False))
 
-    def merge_hint(self, token: int, key: bytes, target: str, incoming: Versions) -> None:
+    def merge_hint(self, token: int, key: bytes, target: str, incoming: Versions,
+                   resolve: Resolver = _keep_all) -> None:
         hkey = hint_key(token, key, target)
-        merged = merge(self.get_hint(hkey), incoming)
+        merged = resolve(merge(self.get_hint(hkey), incoming))
         self.engine.put("hints", hkey, msgpack.packb(to_wire(merged), use_bin_type=True))
         self.hint_index.setdefault(target, SortedSet()).add(hkey)
 

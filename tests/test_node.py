@@ -208,3 +208,26 @@ def test_valid_but_hostile_messages_never_crash_a_node():
     net.run_for(1.0)
     assert isinstance(put(net, "n2", b"still", b"works"), WriteOk)
     assert values(get(net, "n3", b"still")) == [b"works"]
+
+
+def test_lww_mode_silently_drops_concurrent_writes():
+    net = cluster(conflict="lww")
+    put(net, "n1", b"k", b"first")
+    net.run_for(0.01)
+    put(net, "n4", b"k", b"second")
+    assert values(get(net, "n2", b"k", r=3)) == [b"second"]
+
+
+def test_replica_that_never_acked_gets_the_write_by_hint():
+    net = cluster()
+    key = b"dropped"
+    coord, _, lagging = net.nodes["n1"].preference_list(key)
+    # The lagging replica is up but every message to it is lost for a while.
+    net.down.add(lagging)
+    assert isinstance(put(net, coord, key, b"v"), WriteOk)
+    net.run_for(0.1)
+    net.down.clear()  # back before failure detection ever noticed
+    net.run_for(3.0)
+    rec = net.nodes[lagging].store.get_record(key_token(key), key)
+    assert rec is not None and [s.value for s in rec.versions.siblings] == [b"v"]
+    assert net.nodes[coord].store.hints_pending() == 0

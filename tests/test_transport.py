@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from ringkv.transport import NONCE_SIZE, SEED_PREFIX, Transport
+from ringkv.transport import NONCE_SIZE, SEED_PREFIX, Transport, _Inbound
 
 uvloop: Any
 try:
@@ -416,6 +416,89 @@ def test_garbage_on_the_port_closes_only_that_connection(loop_kind: str) -> None
         await srv.t.close()
 
     run(main(), loop_kind, timeout=60)
+
+
+class FakeTransport(asyncio.Transport):
+    """Stands in for a socket so the framing can be fed byte streams directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.aborted = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("fuzz", 1) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+def chunks(data: bytes, rng: random.Random) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        step = rng.choice([1, 2, 3, 4, 5, 7, 64, 1000, 4096, 70000])
+        out.append(data[pos : pos + step])
+        pos += step
+    return out
+
+
+def test_framing_is_independent_of_chunking_and_survives_any_bytes() -> None:
+    secret = b"k"
+
+    async def main() -> None:
+        got: list[tuple[str, bytes]] = []
+        t = Transport("srv", lambda src, p: got.append((src, p)), secret=secret)
+
+        def open_conn() -> tuple[_Inbound, FakeTransport, bytes]:
+            proto, ft = _Inbound(t), FakeTransport()
+            proto.connection_made(ft)
+            nonce = msgpack.unpackb(bytes(ft.written[4:]))[2]
+            mac = hmac.digest(secret, nonce + b"cli", "sha256")
+            return proto, ft, mframe(["ringkv", 1, "cli", mac, os.urandom(NONCE_SIZE)])
+
+        for seed in range(60):
+            rng = random.Random(seed)
+            proto, ft, hello = open_conn()
+            frames = [
+                rng.randbytes(rng.choice([1, 2, 3, 4, 5, 100, 5000, 100_000])) for _ in range(30)
+            ]
+            got.clear()
+            for piece in chunks(hello + b"".join(frame(f) for f in frames), rng):
+                proto.data_received(piece)
+            assert not ft.aborted and got == [("cli", f) for f in frames], seed
+            proto.connection_lost(None)
+
+        for seed in range(400):
+            rng = random.Random(seed)
+            proto, ft, hello = open_conn()
+            garbage = rng.randbytes(rng.randint(0, 3000))
+            if seed % 4 == 0:  # garbage before or after a valid Hello
+                garbage = hello + garbage
+            elif seed % 4 == 1:
+                garbage = struct.pack(">I", rng.randint(1, 50)) + garbage
+            got.clear()
+            for piece in chunks(garbage, rng):
+                proto.data_received(piece)  # must never raise
+            assert all(src == "cli" for src, _ in got)
+            if seed % 4:
+                assert got == []  # nothing is delivered without a valid Hello
+            proto.connection_lost(ConnectionResetError())
+        assert not t._conns
+        await t.close()
+
+    run(main())
 
 
 def test_oversized_frame_from_authenticated_peer_closes_connection() -> None:

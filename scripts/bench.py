@@ -1,0 +1,758 @@
+#!/usr/bin/env python3
+"""Benchmark: a 3-node ringkv cluster against a bare aiohttp dict server, same load.
+
+The load is YCSB-A-like: 50% reads, 50% updates, zipfian keys (constant 0.99), 1 KiB
+values. An update is a read-modify-write: GET the key, then PUT a new value with the
+X-Context the GET returned; it counts as ONE operation, timed from the GET's request to
+the PUT's response. The load generator is `wrk` with `scripts/bench_wrk.lua`, one
+connection per wrk thread (the script needs that to tie a PUT to its GET), the
+connections spread round-robin over the target's HTTP ports.
+
+Each run measures, in this order and on fresh processes:
+
+1. bare: `scripts/bare_server.py` (aiohttp on uvloop, a dict; no replication, no disk):
+   the single-process ceiling;
+2. cluster: three `python -m ringkv serve` processes (LMDB, `--sync group`, i.e. one
+   real fsync per group-commit batch; N=3, R=2, W=2), the load spread over all three.
+
+For each target: start, preload every key once, warm up, measure, stop. The machine's
+cores are shared by the servers and wrk; the CPU each used during the measurement is
+reported, and so is CPU used by anything else (a disturbed run is flagged).
+
+    python scripts/bench.py                      # 10 s per measurement, 1 run
+    python scripts/bench.py --runs 3 --json bench.json
+    python scripts/bench.py --targets cluster --profile-out /tmp/n1.txt   # py-spy on n1
+
+Needs `wrk` (`apt-get install wrk`); `--profile-out` needs `py-spy` (`pip install py-spy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LUA = HERE / "bench_wrk.lua"
+BARE = HERE / "bare_server.py"
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_ports(count: int) -> list[int]:
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def http_json(url: str, timeout: float = 1.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (OSError, ValueError):
+        return 0, None
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine (all cores) spent in user and system mode.
+
+    Interrupt and softirq time (much of loopback TCP) and steal are left out: the
+    kernel does not charge them to any process, so they could not be told apart from
+    other processes' work."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    return (values[0] + values[1] + values[2]) / CLK_TCK
+
+
+def wait_idle(target: Target, args: argparse.Namespace, label: str) -> float:
+    """Wait until nothing but our (idle) servers uses the CPU; the other load seen last."""
+    deadline = time.monotonic() + args.wait_idle
+    next_note = time.monotonic() + 10
+    while True:
+        cpu0, busy0, t0 = target.cpu_seconds(), machine_busy_seconds(), time.monotonic()
+        time.sleep(1.0)
+        cpu1, busy1, t1 = target.cpu_seconds(), machine_busy_seconds(), time.monotonic()
+        other = max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / (t1 - t0)
+        if other <= args.max_other or time.monotonic() >= deadline:
+            if other > args.max_other:
+                say(f"  [{label}] machine still busy ({other:.2f} cores used by other"
+                    " processes); measuring anyway")
+            return other
+        if time.monotonic() >= next_note:
+            say(f"  [{label}] waiting for the machine to be idle: other processes use"
+                f" {other:.2f} cores")
+            next_note = time.monotonic() + 10
+
+
+class Target:
+    """A set of server processes the load is pointed at."""
+
+    name = "?"
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.http: list[str] = []  # host:port of every HTTP endpoint
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def cpu_seconds(self) -> float:
+        return sum(proc_cpu_seconds(pid) for pid in self.pids())
+
+    def check_alive(self) -> None:
+        for proc, log in zip(self.procs, self.logs, strict=True):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: a server exited with code {proc.returncode};"
+                                   f" log {log}:\n{tail(log)}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+
+    def describe(self) -> str:
+        return ", ".join(self.http)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_for(what: str, check: Any, target: Target, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        target.check_alive()
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class BareTarget(Target):
+    name = "bare"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__()
+        self.workdir = workdir
+
+    def start(self) -> None:
+        (port,) = free_ports(1)
+        log = self.workdir / "bare.log"
+        with open(log, "ab") as fh:
+            self.procs = [subprocess.Popen(
+                [sys.executable, str(BARE), "--host", HOST, "--port", str(port)],
+                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                start_new_session=True)]
+        self.logs = [log]
+        self.http = [f"{HOST}:{port}"]
+        wait_for("the bare server", lambda: http_json(f"http://{HOST}:{port}/health")[0] == 200,
+                 self)
+
+
+class ClusterTarget(Target):
+    name = "cluster"
+
+    def __init__(self, workdir: Path, nodes: int, storage: str, sync: str,
+                 n: int, r: int, w: int, extra: list[str]) -> None:
+        super().__init__()
+        self.workdir = workdir
+        self.nodes = nodes
+        self.node_opts = ["--storage", storage, "--sync", sync, "--n", str(n), "--r", str(r),
+                          "--w", str(w), "--log-level", "warning", *extra]
+        self.node_ids: list[str] = []
+
+    def _spawn(self, i: int, http_port: int, rpc_port: int, seeds: str) -> None:
+        node_id = f"n{i}"
+        data = self.workdir / node_id
+        data.mkdir(parents=True, exist_ok=True)
+        log = data / "node.log"
+        cmd = [sys.executable, "-m", "ringkv", "serve", "--node-id", node_id, "--host", HOST,
+               "--http-port", str(http_port), "--rpc-port", str(rpc_port),
+               "--data-dir", str(data), "--seeds", seeds, *self.node_opts]
+        with open(log, "ab") as fh:
+            fh.write((" ".join(cmd) + "\n").encode())
+            fh.flush()
+            self.procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh,
+                                               stderr=subprocess.STDOUT,
+                                               start_new_session=True, cwd=ROOT))
+        self.logs.append(log)
+        self.http.append(f"{HOST}:{http_port}")
+        self.node_ids.append(node_id)
+
+    def start(self) -> None:
+        ports = free_ports(2 * self.nodes)
+        http_ports, rpc_ports = ports[: self.nodes], ports[self.nodes:]
+        self._spawn(1, http_ports[0], rpc_ports[0], "")
+        first = f"http://{self.http[0]}"
+        wait_for("n1 to be healthy", lambda: http_json(f"{first}/health")[0] == 200, self)
+        for i in range(2, self.nodes + 1):
+            self._spawn(i, http_ports[i - 1], rpc_ports[i - 1], f"{HOST}:{rpc_ports[0]}")
+        wait_for(f"{self.nodes} nodes to see each other up", self._formed, self)
+
+    def _formed(self) -> bool:
+        want = set(self.node_ids)
+        for hostport in self.http:
+            code, doc = http_json(f"http://{hostport}/cluster")
+            if code != 200 or not isinstance(doc, dict):
+                return False
+            up = {m.get("node_id") for m in doc.get("members", []) if m.get("status") == "up"}
+            if not want <= up:
+                return False
+        return all(http_json(f"http://{h}/health")[0] == 200 for h in self.http)
+
+    def describe(self) -> str:
+        return ", ".join(f"{i}={h}" for i, h in zip(self.node_ids, self.http, strict=True))
+
+
+# ------------------------------------------------------------------------------ preload
+
+
+def key_name(i: int) -> str:
+    return f"k{i}"
+
+
+async def _preload(http: list[str], keys: int, value_size: int, concurrency: int,
+                   label: str) -> tuple[int, Counter[int]]:
+    import aiohttp
+
+    statuses: Counter[int] = Counter()
+    next_key = iter(range(keys))
+    done = 0
+    value = b"p" * value_size
+    started = time.monotonic()
+
+    async def worker(session: aiohttp.ClientSession, base: str) -> None:
+        nonlocal done
+        for i in next_key:
+            for attempt in range(5):
+                try:
+                    async with session.put(f"{base}/kv/{key_name(i)}", data=value) as resp:
+                        await resp.read()
+                        statuses[resp.status] += 1
+                        if resp.status < 500:
+                            break
+                except aiohttp.ClientError:
+                    statuses[0] += 1
+                await asyncio.sleep(0.05 * (attempt + 1))
+            done += 1
+
+    async def reporter() -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            rate = done / max(1e-9, time.monotonic() - started)
+            say(f"  [{label}] preload {done}/{keys} keys ({rate:,.0f}/s)")
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ticker = asyncio.ensure_future(reporter())
+        try:
+            await asyncio.gather(*(worker(session, f"http://{http[j % len(http)]}")
+                                   for j in range(concurrency)))
+        finally:
+            ticker.cancel()
+    return done, statuses
+
+
+def preload(target: Target, keys: int, value_size: int, concurrency: int, label: str) -> None:
+    started = time.monotonic()
+    coro = _preload(target.http, keys, value_size, concurrency, label)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        done, statuses = asyncio.run(coro)
+    else:
+        done, statuses = uvloop.run(coro)
+    elapsed = time.monotonic() - started
+    bad = {code: n for code, n in statuses.items() if code != 204}
+    say(f"  [{label}] preloaded {done} keys in {elapsed:.1f} s ({done / elapsed:,.0f}/s)"
+        + (f"; non-204 answers: {bad}" if bad else ""))
+    if statuses[204] < keys:
+        raise RuntimeError(f"{label}: only {statuses[204]} of {keys} preload writes succeeded")
+
+
+# ---------------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class Measurement:
+    target: str
+    run: int
+    result: dict[str, Any]
+    duration: float
+    server_cpu: float  # CPU seconds of the server processes during the measurement
+    wrk_cpu: float
+    other_cpu: float  # CPU seconds of everything else on the machine
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ops_per_s(self) -> float:
+        return float(self.result["ops"]) / self.duration
+
+    def latency_ms(self, kind: str, pct: str) -> float | None:
+        value = self.result["latency"].get(kind, {}).get(pct)
+        return None if value is None else float(value) / 1000.0
+
+    def status_counts(self) -> dict[str, Counter[int]]:
+        return {kind: Counter({int(k): int(v) for k, v in self.result["status"].get(kind,
+                                                                                   {}).items()})
+                for kind in ("get", "put")}
+
+    def errors(self) -> int:
+        """Failed HTTP answers (not 2xx, 300 or 404) plus socket errors and timeouts."""
+        bad = 0
+        for counts in self.status_counts().values():
+            bad += sum(n for code, n in counts.items()
+                       if not (200 <= code < 300 or code in (300, 404)))
+        sock = self.result.get("socket_errors") or {}
+        bad += sum(int(sock.get(k, 0)) for k in ("connect", "read", "write", "timeout"))
+        return bad
+
+    def count(self, code: int) -> int:
+        return sum(c[code] for c in self.status_counts().values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "run": self.run, "duration_s": self.duration,
+            "ops_per_s": self.ops_per_s,
+            "latency_ms": {kind: {pct: self.latency_ms(kind, pct)
+                                  for pct in ("p50", "p90", "p99", "p999", "mean", "max")}
+                           for kind in ("op", "read", "update", "get", "put")},
+            "errors": self.errors(), "siblings_300": self.count(300),
+            "not_found_404": self.count(404),
+            "cpu_cores": {"server": self.server_cpu / self.duration,
+                          "wrk": self.wrk_cpu / self.duration,
+                          "other": self.other_cpu / self.duration},
+            "wrk": self.result, **self.extra,
+        }
+
+
+def wrk_command(target: Target, duration: int, connections: int) -> list[str]:
+    return ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{duration}s",
+            "--timeout", "10s", "-s", str(LUA), f"http://{target.http[0]}/"]
+
+
+def wrk_env(target: Target, args: argparse.Namespace, seed: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "BENCH_TARGETS": ",".join(target.http),
+        "BENCH_KEYS": str(args.keys),
+        "BENCH_KEY_PREFIX": "k",
+        "BENCH_VALUE_SIZE": str(args.value_size),
+        "BENCH_READ_FRACTION": str(args.read_fraction),
+        "BENCH_ZIPF": str(args.zipf),
+        "BENCH_SEED": str(seed),
+    })
+    return env
+
+
+def run_wrk(target: Target, args: argparse.Namespace, duration: int, seed: int, label: str,
+            profile: subprocess.Popen[bytes] | None = None) -> Measurement:
+    cmd = wrk_command(target, duration, args.connections)
+    children_before = os.times()
+    cpu0, busy0, t0 = target.cpu_seconds(), machine_busy_seconds(), time.monotonic()
+    profiler_cpu0 = proc_cpu_seconds(profile.pid) if profile is not None else 0.0
+    proc = subprocess.Popen(cmd, env=wrk_env(target, args, seed), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    last = (t0, cpu0, busy0)
+    while True:
+        try:
+            out, err = proc.communicate(timeout=2.0)
+            break
+        except subprocess.TimeoutExpired:
+            now, cpu, busy = time.monotonic(), target.cpu_seconds(), machine_busy_seconds()
+            dt = now - last[0]
+            say(f"  [{label}] {now - t0:4.0f}/{duration} s   servers {(cpu - last[1]) / dt:4.2f}"
+                f" cores, whole machine {(busy - last[2]) / dt:4.2f} cores busy")
+            last = (now, cpu, busy)
+    t1 = time.monotonic()
+    cpu1, busy1 = target.cpu_seconds(), machine_busy_seconds()
+    children_after = os.times()
+    wrk_cpu = (children_after.children_user - children_before.children_user
+               + children_after.children_system - children_before.children_system)
+    profiler_cpu = (proc_cpu_seconds(profile.pid) - profiler_cpu0) if profile else 0.0
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err.decode(errors='replace')}")
+    line = next((ln for ln in out.decode().splitlines() if ln.startswith("BENCH_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"no BENCH_RESULT from wrk:\n{out.decode()}\n{err.decode()}")
+    result = json.loads(line[len("BENCH_RESULT "):])
+    duration_s = float(result["duration_us"]) / 1e6
+    server_cpu = cpu1 - cpu0
+    other = max(0.0, (busy1 - busy0) - server_cpu - wrk_cpu - profiler_cpu)
+    m = Measurement(target.name, 0, result, duration_s, server_cpu, wrk_cpu, other)
+    if profile is not None:
+        m.extra["profiler_cpu_cores"] = profiler_cpu / (t1 - t0)
+    return m
+
+
+# ------------------------------------------------------------------------------ profile
+
+
+def start_profiler(pid: int, duration: int, out: Path, rate: int) -> subprocess.Popen[bytes]:
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--profile-out needs py-spy: pip install py-spy")
+    return subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--duration", str(duration), "--rate", str(rate),
+         "--format", "raw", "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Top functions by self and by inclusive samples, from py-spy's collapsed stacks."""
+    self_s: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [re.sub(r" \((/[^)]*/)?([^/)]+)\)", r" (\2)", f) for f in stack.split(";")]
+        total += count
+        self_s[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+    lines = [f"{total} samples", "", "self %  function"]
+    lines += [f"{100 * c / total:6.1f}  {f}" for f, c in self_s.most_common(top)]
+    lines += ["", "incl %  function"]
+    lines += [f"{100 * c / total:6.1f}  {f}" for f, c in incl.most_common(top)]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def measure(target: Target, args: argparse.Namespace, run: int, workdir: Path) -> Measurement:
+    label = f"{target.name} run {run}/{args.runs}"
+    say(f"[{label}] starting")
+    target.start()
+    try:
+        say(f"  [{label}] serving on {target.describe()}")
+        preload(target, args.keys, args.value_size, args.preload_concurrency, label)
+        for attempt in range(1, args.retries + 2):
+            wait_idle(target, args, label)
+            if args.warmup > 0:
+                say(f"  [{label}] warm-up {args.warmup} s")
+                run_wrk(target, args, args.warmup, seed=1000 * attempt + run,
+                        label=label + " warm-up")
+            profiler = None
+            profile_out = None
+            if args.profile_out and isinstance(target, ClusterTarget):
+                profile_out = Path(f"{args.profile_out}.run{run}.txt")
+                profiler = start_profiler(target.procs[0].pid, args.duration + 1, profile_out,
+                                          args.profile_rate)
+                time.sleep(0.5)
+            say(f"  [{label}] measuring {args.duration} s with {args.connections} connections")
+            m = run_wrk(target, args, args.duration, seed=run, label=label, profile=profiler)
+            m.run = run
+            if profiler is not None and profile_out is not None:
+                profiler.wait(timeout=60)
+                summary = summarize_profile(profile_out)
+                Path(f"{args.profile_out}.run{run}.top.txt").write_text(summary + "\n")
+                say(f"  [{label}] py-spy profile of n1: {profile_out}\n"
+                    + "\n".join("    " + ln for ln in summary.splitlines()[:40]))
+            other = m.other_cpu / m.duration
+            m.extra["attempts"] = attempt
+            m.extra["disturbed"] = other > args.max_other
+            if not m.extra["disturbed"]:
+                break
+            say(f"  [{label}] disturbed: other processes used {other:.2f} cores"
+                + ("; measuring again" if attempt <= args.retries else ""))
+        target.check_alive()
+        if isinstance(target, ClusterTarget):
+            m.extra["node_metrics"] = scrape_metrics(target)
+        say(f"  [{label}] {m.ops_per_s:,.0f} ops/s, p50 {fmt(m.latency_ms('op', 'p50'))} ms,"
+            f" p99 {fmt(m.latency_ms('op', 'p99'))} ms, errors {m.errors()},"
+            f" cpu: servers {m.server_cpu / m.duration:.2f} + wrk {m.wrk_cpu / m.duration:.2f}"
+            f" + other {m.other_cpu / m.duration:.2f} cores")
+        return m
+    finally:
+        target.stop()
+
+
+def scrape_metrics(target: ClusterTarget) -> dict[str, dict[str, float]]:
+    """A few counters of every node's /metrics (siblings, read repairs, hints)."""
+    wanted = ("ringkv_read_repairs_total", "ringkv_hints_pending", "ringkv_siblings_sum",
+              "ringkv_siblings_count")
+    out: dict[str, dict[str, float]] = {}
+    for node_id, hostport in zip(target.node_ids, target.http, strict=True):
+        values: dict[str, float] = {}
+        try:
+            with urllib.request.urlopen(f"http://{hostport}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name = line.split("{")[0].split(" ")[0]
+            if name in wanted:
+                with contextlib.suppress(ValueError):
+                    values[name] = values.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        out[node_id] = values
+    return out
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def median(values: list[float | None]) -> float | None:
+    real = [v for v in values if v is not None]
+    return statistics.median(real) if real else None
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"nproc": os.cpu_count(), "python": platform.python_version(),
+                            "kernel": platform.release()}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
+    for mod in ("uvloop", "aiohttp", "lmdb", "msgpack"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except (ImportError, AttributeError):
+            info[mod] = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=5)
+        info["wrk"] = (wrk.stdout + wrk.stderr).splitlines()[0].strip()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        info["commit"] = head + (" (with uncommitted changes)" if dirty else "")
+    return info
+
+
+def report(results: list[Measurement], args: argparse.Namespace) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    by_target: dict[str, list[Measurement]] = {}
+    for m in results:
+        by_target.setdefault(m.target, []).append(m)
+
+    table = Table(title=f"ringkv bench: {args.read_fraction:.0%} reads / "
+                        f"{1 - args.read_fraction:.0%} read-modify-write updates, zipf "
+                        f"{args.zipf}, {args.keys} keys, {args.value_size} B values, "
+                        f"{args.connections} connections, {args.duration} s"
+                        + (f", median of {args.runs} runs" if args.runs > 1 else ""))
+    for col in ("target", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "GET p50/p99",
+                "PUT p50/p99", "errors", "300s", "404s", "cpu: srv+wrk+other"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    summary: dict[str, Any] = {}
+    for name, ms in by_target.items():
+        row: dict[str, Any] = {
+            "ops_per_s": median([m.ops_per_s for m in ms]),
+            "runs_ops_per_s": [round(m.ops_per_s, 1) for m in ms],
+            "latency_ms": {kind: {pct: median([m.latency_ms(kind, pct) for m in ms])
+                                  for pct in ("p50", "p99", "p999")}
+                           for kind in ("op", "read", "update", "get", "put")},
+            "errors": sum(m.errors() for m in ms),
+            "siblings_300": sum(m.count(300) for m in ms),
+            "not_found_404": sum(m.count(404) for m in ms),
+            "cpu_cores": {k: median([getattr(m, f"{k}_cpu") / m.duration for m in ms])
+                          for k in ("server", "wrk", "other")},
+        }
+        summary[name] = row
+        lat = row["latency_ms"]
+        cpu = row["cpu_cores"]
+        table.add_row(
+            name, f"{row['ops_per_s']:,.0f}", fmt(lat["op"]["p50"]), fmt(lat["op"]["p99"]),
+            fmt(lat["op"]["p999"]),
+            f"{fmt(lat['get']['p50'])}/{fmt(lat['get']['p99'])}",
+            f"{fmt(lat['put']['p50'])}/{fmt(lat['put']['p99'])}",
+            str(row["errors"]), str(row["siblings_300"]), str(row["not_found_404"]),
+            f"{cpu['server']:.2f}+{cpu['wrk']:.2f}+{cpu['other']:.2f}")
+    console.print(table)
+    if len(by_target.get("bare", [])) > 0 or len(by_target.get("cluster", [])) > 0:
+        for name, ms in by_target.items():
+            if len(ms) > 1:
+                console.print(f"{name} runs: " + ", ".join(f"{m.ops_per_s:,.0f}" for m in ms)
+                              + " ops/s", highlight=False)
+    if "bare" in summary and "cluster" in summary:
+        ratio = summary["cluster"]["ops_per_s"] / summary["bare"]["ops_per_s"]
+        summary["ratio_cluster_to_bare"] = ratio
+        verdict = "meets" if ratio >= 0.40 else "below"
+        console.print(f"cluster / bare = {ratio:.1%}  ({verdict} the 40% aim)", highlight=False)
+    worst_other = max((m.other_cpu / m.duration for m in results), default=0.0)
+    if worst_other > args.max_other:
+        console.print(f"[yellow]warning: other processes used up to {worst_other:.2f} cores"
+                      " during a measurement; figures are disturbed[/yellow]")
+    if any(m.errors() for m in results):
+        console.print("[red]errors: some requests failed (see --json for status codes)[/red]")
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="3-node ringkv cluster vs a bare aiohttp dict server under the same wrk"
+                    " load (read / read-modify-write, zipfian keys).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each")
+    parser.add_argument("--connections", type=int, default=32,
+                        help="concurrent clients (one wrk thread each)")
+    parser.add_argument("--keys", type=int, default=10_000,
+                        help="distinct keys, all written once before measuring")
+    parser.add_argument("--value-size", type=int, default=1024, help="bytes per value")
+    parser.add_argument("--read-fraction", type=float, default=0.5,
+                        help="share of plain reads; the rest are read-modify-write updates")
+    parser.add_argument("--zipf", type=float, default=0.99,
+                        help="zipfian constant; 0 for uniform keys")
+    parser.add_argument("--runs", type=int, default=1, help="report medians of this many runs")
+    parser.add_argument("--targets", default="bare,cluster",
+                        help="comma-separated: bare, cluster")
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--storage", choices=("lmdb", "memory"), default="lmdb")
+    parser.add_argument("--sync", choices=("group", "none"), default="group")
+    parser.add_argument("--n", type=int, default=3)
+    parser.add_argument("--r", type=int, default=2)
+    parser.add_argument("--w", type=int, default=2)
+    parser.add_argument("--node-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for every `ringkv serve` (repeatable)")
+    parser.add_argument("--preload-concurrency", type=int, default=64)
+    parser.add_argument("--max-other", type=float, default=0.15, metavar="CORES",
+                        help="a measurement during which other processes used more CPU than"
+                             " this is disturbed: it is flagged and measured again")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="extra attempts at a disturbed measurement")
+    parser.add_argument("--wait-idle", type=float, default=120, metavar="SECONDS",
+                        help="before measuring, wait up to this long for other processes to"
+                             " leave the CPU alone")
+    parser.add_argument("--data-dir", default=None,
+                        help="parent of the nodes' data dirs (default: a fresh temp dir, "
+                             "removed afterwards); must be on a real disk for fsync to count")
+    parser.add_argument("--json", metavar="PATH", help="write every figure as JSON here")
+    parser.add_argument("--profile-out", metavar="PREFIX",
+                        help="py-spy n1 during each cluster measurement; writes "
+                             "PREFIX.runK.txt (collapsed stacks) and PREFIX.runK.top.txt")
+    parser.add_argument("--profile-rate", type=int, default=250, help="py-spy samples/s")
+    args = parser.parse_args()
+
+    if shutil.which("wrk") is None:
+        say("wrk is not installed; it is the load generator of this benchmark.\n"
+            "Install it with:  apt-get install wrk   (Debian/Ubuntu; `brew install wrk` on"
+            " macOS)")
+        return 2
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets or set(targets) - {"bare", "cluster"}:
+        parser.error("--targets takes bare, cluster or both")
+    if args.connections < 1 or args.duration < 1 or args.keys < 1 or args.runs < 1:
+        parser.error("--connections, --duration, --keys and --runs must be positive")
+
+    info = machine_info()
+    say("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    say("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
+    workdir = Path(args.data_dir) if args.data_dir else Path(
+        tempfile.mkdtemp(prefix="ringkv-bench-", dir="/var/tmp"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: list[Measurement] = []
+    try:
+        for run in range(1, args.runs + 1):
+            for name in targets:
+                target: Target
+                if name == "bare":
+                    target = BareTarget(workdir)
+                else:
+                    cdir = workdir / f"cluster-run{run}"
+                    target = ClusterTarget(cdir, args.nodes, args.storage, args.sync,
+                                           args.n, args.r, args.w, args.node_arg)
+                results.append(measure(target, args, run, workdir))
+                if name == "cluster" and not args.data_dir:
+                    shutil.rmtree(workdir / f"cluster-run{run}", ignore_errors=True)
+    except KeyboardInterrupt:
+        say("interrupted")
+        if not results:
+            return 130
+    summary = report(results, args)
+    if args.json:
+        doc = {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "machine": info,
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "wrk_command": (f"BENCH_TARGETS=<host:port,...> wrk -t {args.connections} -c "
+                            f"{args.connections} -d {args.duration}s --timeout 10s "
+                            f"-s scripts/bench_wrk.lua http://<first target>/"),
+            "summary": summary,
+            "measurements": [m.as_dict() for m in results],
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        say(f"wrote {args.json}")
+    if not args.data_dir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if any(m.errors() for m in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

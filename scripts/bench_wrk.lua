@@ -1,0 +1,306 @@
+-- wrk script of scripts/bench.py: read-modify-write load with zipfian keys.
+--
+-- One operation is either a read (GET /kv/k) or an update, i.e. a read-modify-write:
+-- GET /kv/k, then PUT /kv/k with a new value and the X-Context that GET returned.
+-- An update counts as ONE operation; its latency runs from sending the GET to the
+-- PUT's response.
+--
+-- wrk does not tell response() which connection answered, so the script needs ONE
+-- connection per wrk thread (run wrk with -t C -c C): then a thread's requests and
+-- responses strictly alternate and per-thread state is per-connection state.
+--
+-- Settings come from the environment (wrk passes no arguments to setup()):
+--   BENCH_TARGETS        host:port,host:port,...  threads are spread round-robin
+--   BENCH_KEYS           number of keys (key names: BENCH_KEY_PREFIX .. rank)
+--   BENCH_KEY_PREFIX     default "k"
+--   BENCH_VALUE_SIZE     bytes per written value
+--   BENCH_READ_FRACTION  share of operations that are plain reads (0.5)
+--   BENCH_ZIPF           zipfian constant (0.99); 0 picks keys uniformly
+--   BENCH_SEED           random seed (each thread adds its index)
+-- done() prints one line "BENCH_RESULT {json}" with counts, status codes and latency
+-- percentiles (microseconds) of operations, reads, updates, GETs and PUTs.
+
+local ffi = require("ffi")
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec_t;
+int clock_gettime(int clk_id, bench_timespec_t *tp);
+]]
+local CLOCK_MONOTONIC = 1
+local ts = ffi.new("bench_timespec_t")
+local function now_us()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) * 1e6 + tonumber(ts.tv_nsec) / 1e3
+end
+
+-- Latency histograms: bucket b holds latencies in [e^(b/SCALE), e^((b+1)/SCALE)) us,
+-- i.e. 0.5% wide buckets; a percentile is reported as the bucket's geometric middle.
+local SCALE = 200
+local log, exp, floor = math.log, math.exp, math.floor
+local function record(hist, us)
+  if us < 1 then us = 1 end
+  local b = floor(log(us) * SCALE)
+  hist[b] = (hist[b] or 0) + 1
+end
+
+local function env(name, default)
+  local v = os.getenv(name)
+  if v == nil or v == "" then return default end
+  return v
+end
+
+---------------------------------------------------------------- setup (main state)
+
+local threads = {}
+local addrs = nil
+
+function setup(thread)
+  if addrs == nil then
+    addrs = {}
+    for hostport in string.gmatch(env("BENCH_TARGETS", ""), "[^,]+") do
+      local host, port = hostport:match("^(.*):(%d+)$")
+      local found = wrk.lookup(host, port)
+      assert(found and found[1], "cannot resolve " .. hostport)
+      table.insert(addrs, found[1])
+    end
+  end
+  local index = #threads
+  if #addrs > 0 then
+    thread.addr = addrs[(index % #addrs) + 1]
+  end
+  thread:set("thread_index", index)
+  table.insert(threads, thread)
+end
+
+---------------------------------------------------------------- running (per thread)
+
+local nkeys, prefix, value_size, read_fraction
+local cdf = nil       -- zipfian CDF (ffi double array), nil for uniform keys
+local base_value
+local writes = 0
+
+-- per-thread results, read by done() through thread:get("results")
+local ops, ops_read, ops_update, failed_ops = 0, 0, 0, 0
+local hists = { op = {}, read = {}, update = {}, get = {}, put = {} }
+local h_op, h_read, h_update, h_get, h_put =
+  hists.op, hists.read, hists.update, hists.get, hists.put
+local st_get, st_put = {}, {}
+
+-- wrk's thread:get() crashes copying tables (script_copy_value in wrk 4.1), so the
+-- results travel as one string, built on demand: done() runs after the threads have
+-- stopped, and reading the global "results" calls this in the thread's own state.
+local function serialize()
+  local out = {
+    string.format("count ops %d\ncount ops_read %d\ncount ops_update %d\n"
+      .. "count failed_ops %d\n", ops, ops_read, ops_update, failed_ops)
+  }
+  for name, hist in pairs(hists) do
+    for b, c in pairs(hist) do table.insert(out, string.format("h_%s %d %d\n", name, b, c)) end
+  end
+  for code, c in pairs(st_get) do table.insert(out, string.format("st_get %d %d\n", code, c)) end
+  for code, c in pairs(st_put) do table.insert(out, string.format("st_put %d %d\n", code, c)) end
+  return table.concat(out)
+end
+setmetatable(_G, { __index = function(_, name)
+  if name == "results" then return serialize() end
+  return nil
+end })
+
+-- current operation
+local GET, PUT = 1, 2
+local kind = GET
+local key = nil
+local is_update = false
+local context = nil
+local op_start, req_start = 0, 0
+
+local function build_cdf(n, theta)
+  local c = ffi.new("double[?]", n)
+  local sum = 0.0
+  for i = 1, n do
+    sum = sum + 1.0 / (i ^ theta)
+    c[i - 1] = sum
+  end
+  for i = 0, n - 1 do c[i] = c[i] / sum end
+  c[n - 1] = 1.0
+  return c
+end
+
+local function pick_key()
+  if cdf == nil then
+    return math.random(0, nkeys - 1)
+  end
+  local u = math.random()
+  local lo, hi = 0, nkeys - 1
+  while lo < hi do -- first index with cdf >= u
+    local mid = floor((lo + hi) / 2)
+    if cdf[mid] < u then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+function init(args)
+  nkeys = tonumber(env("BENCH_KEYS", "100000"))
+  prefix = env("BENCH_KEY_PREFIX", "k")
+  value_size = tonumber(env("BENCH_VALUE_SIZE", "1024"))
+  read_fraction = tonumber(env("BENCH_READ_FRACTION", "0.5"))
+  local theta = tonumber(env("BENCH_ZIPF", "0.99"))
+  local seed = tonumber(env("BENCH_SEED", "1"))
+  math.randomseed(seed * 1000003 + (thread_index or 0) * 7919 + 17)
+  for _ = 1, 10 do math.random() end
+  if theta > 0 then cdf = build_cdf(nkeys, theta) end
+  base_value = string.rep("v", value_size)
+end
+
+local function new_value()
+  writes = writes + 1
+  if value_size < 24 then return base_value end
+  -- a different value each write: thread and counter stamped at the front
+  local stamp = string.format("%04d:%019d", thread_index or 0, writes)
+  return stamp .. base_value:sub(#stamp + 1)
+end
+
+local get_headers = {}
+function request()
+  if kind == PUT then
+    local headers = { ["Content-Type"] = "application/octet-stream" }
+    if context ~= nil and context ~= "" then headers["X-Context"] = context end
+    req_start = now_us()
+    return wrk.format("PUT", "/kv/" .. key, headers, new_value())
+  end
+  key = prefix .. pick_key()
+  is_update = math.random() >= read_fraction
+  op_start = now_us()
+  req_start = op_start
+  return wrk.format("GET", "/kv/" .. key, get_headers)
+end
+
+local function bump(t, status)
+  t[status] = (t[status] or 0) + 1
+end
+
+-- 2xx, 300 (siblings) and 404 (no live value) are answers; anything else failed
+local function answered(status)
+  return (status >= 200 and status < 300) or status == 300 or status == 404
+end
+
+function response(status, headers, body)
+  local t = now_us()
+  if kind == GET then
+    record(h_get, t - req_start)
+    bump(st_get, status)
+    if not answered(status) then
+      failed_ops = failed_ops + 1
+      return
+    end
+    if is_update then
+      context = headers["X-Context"] or headers["x-context"]
+      kind = PUT
+      return
+    end
+    record(h_read, t - op_start)
+    record(h_op, t - op_start)
+    ops = ops + 1
+    ops_read = ops_read + 1
+  else
+    kind = GET
+    record(h_put, t - req_start)
+    bump(st_put, status)
+    if not answered(status) then
+      failed_ops = failed_ops + 1
+      return
+    end
+    record(h_update, t - op_start)
+    record(h_op, t - op_start)
+    ops = ops + 1
+    ops_update = ops_update + 1
+  end
+end
+
+---------------------------------------------------------------- done (main state)
+
+local function summarize(hist)
+  local buckets, total = {}, 0
+  for b, c in pairs(hist) do
+    table.insert(buckets, b)
+    total = total + c
+  end
+  table.sort(buckets)
+  local out = { count = total }
+  if total == 0 then return out end
+  local wanted = { { "p50", 50 }, { "p90", 90 }, { "p99", 99 }, { "p999", 99.9 } }
+  local seen, w = 0, 1
+  local sum = 0
+  for _, b in ipairs(buckets) do
+    local c = hist[b]
+    local mid = exp((b + 0.5) / SCALE)
+    sum = sum + mid * c
+    seen = seen + c
+    while w <= #wanted and seen >= total * wanted[w][2] / 100 do
+      out[wanted[w][1]] = mid
+      w = w + 1
+    end
+  end
+  out.min = exp(buckets[1] / SCALE)
+  out.max = exp((buckets[#buckets] + 1) / SCALE)
+  out.mean = sum / total
+  return out
+end
+
+local function json(v)
+  local t = type(v)
+  if t == "table" then
+    local parts = {}
+    for k, x in pairs(v) do
+      table.insert(parts, string.format("%q:%s", tostring(k), json(x)))
+    end
+    return "{" .. table.concat(parts, ",") .. "}"
+  elseif t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then return "null" end
+    return string.format("%.17g", v)
+  elseif t == "string" then
+    return string.format("%q", v)
+  elseif t == "boolean" then
+    return tostring(v)
+  end
+  return "null"
+end
+
+function done(summary, latency, requests)
+  local totals = { ops = 0, ops_read = 0, ops_update = 0, failed_ops = 0 }
+  local hists = { op = {}, read = {}, update = {}, get = {}, put = {} }
+  local status = { get = {}, put = {} }
+  for _, thread in ipairs(threads) do
+    local text = thread:get("results") or ""
+    for kind, a, b in string.gmatch(text, "(%S+) (%S+) (%S+)\n") do
+      if kind == "count" then
+        totals[a] = totals[a] + tonumber(b)
+      elseif kind == "st_get" or kind == "st_put" then
+        local t = status[kind:sub(4)]
+        local code = tonumber(a)
+        t[code] = (t[code] or 0) + tonumber(b)
+      else
+        local h = hists[kind:sub(3)]
+        local bucket = tonumber(a)
+        h[bucket] = (h[bucket] or 0) + tonumber(b)
+      end
+    end
+  end
+  local result = {
+    duration_us = summary.duration,
+    requests = summary.requests,
+    bytes = summary.bytes,
+    socket_errors = summary.errors,
+    ops = totals.ops,
+    ops_read = totals.ops_read,
+    ops_update = totals.ops_update,
+    failed_ops = totals.failed_ops,
+    status = status,
+    latency = {},
+    http = {
+      p50 = latency:percentile(50), p99 = latency:percentile(99),
+      p999 = latency:percentile(99.9), mean = latency.mean, max = latency.max,
+    },
+  }
+  for name, hist in pairs(hists) do result.latency[name] = summarize(hist) end
+  io.write("BENCH_RESULT " .. json(result) .. "\n")
+end
