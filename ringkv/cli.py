@@ -8,6 +8,7 @@ Job: the user-facing edge of contract section 1.
     ringkv get KEY                            read (siblings shown one after another)
     ringkv delete KEY                         delete what is currently visible
     ringkv cluster status | leave | lookup    membership and ring
+    ringkv sim --seed S | --seeds A:B         the deterministic simulation (sim/)
 
 Client commands exit 0 on success, 1 when a key is not found, 2 on usage errors,
 3 when a quorum was not reached (503), 4 on any other HTTP or connection error.
@@ -543,3 +544,10 @@ def cluster_lookup(key: str, node: str) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="ringkv")
+
+
+# --------------------------------------------------------------------------------- sim
+
+from sim.cli import sim_command  # noqa: E402 - the simulation's command, added last
+
+main.add_command(sim_command)

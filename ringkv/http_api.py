@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
@@ -162,10 +163,11 @@ class Api:
         headers["Content-Type"] = ctype
         return web.Response(status=300, body=body, headers=headers)
 
-    async def _timed(self, op: str, request: web.Request, handler) -> web.Response:  # type: ignore[no-untyped-def]
+    async def _timed(self, op: str, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.Response]]) -> web.Response:
         started = time.perf_counter()
         try:
-            response = await handler(request)
+            response: web.Response = await handler(request)
         except BadRequest as exc:
             response = _error(exc.status, exc.message)
         self.metrics.observe(op, response.status, time.perf_counter() - started)

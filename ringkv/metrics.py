@@ -72,7 +72,7 @@ class Metrics:
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
         self.siblings = Histogram("ringkv_siblings", "Sibling counts returned by reads",
                                   buckets=SIBLING_BUCKETS, registry=self.registry)
-        self.registry.register(_NodeCollector(runtime))  # type: ignore[arg-type]
+        self.registry.register(_NodeCollector(runtime))
         self._children: dict[tuple[str, int], tuple[object, object]] = {}
 
     def observe(self, op: str, code: int, seconds: float) -> None:

@@ -239,7 +239,8 @@ def _fields(msg: Message) -> list[Any]:
 
 
 def encode(msg: Message) -> bytes:
-    return msgpack.packb([msg.TYPE, *_fields(msg)], use_bin_type=True)
+    packed: bytes = msgpack.packb([msg.TYPE, *_fields(msg)], use_bin_type=True)
+    return packed
 
 
 def decode(frame: bytes) -> Message:

@@ -26,7 +26,9 @@ class Record:
 
 def encode_record(record: Record) -> bytes:
     actor = list(record.local_actor) if record.local_actor is not None else None
-    return msgpack.packb([RECORD_FORMAT, to_wire(record.versions), actor], use_bin_type=True)
+    packed: bytes = msgpack.packb([RECORD_FORMAT, to_wire(record.versions), actor],
+                                  use_bin_type=True)
+    return packed
 
 
 def decode_record(raw: bytes) -> Record:
