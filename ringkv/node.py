@@ -15,8 +15,11 @@ once it is on disk, while the coordinator's fan-out leaves at once (group commit
 
 Invariants:
 - Dot uniqueness (rule 5 of `storage.versions`): a node coordinates a write for a key
-  with the actor stored in its local record for that key, or with a fresh epoch; epochs
-  come from a persisted lease and a generation drawn when the data dir was created.
+  with the actor stored in its local record for that key if that actor was created in
+  this process life, or else with a fresh epoch. Every start draws a new generation
+  (an incarnation), so no actor of an earlier life is ever reused: a crash between a
+  write's fan-out and its local commit leaves replicas holding a dot the node has
+  forgotten, and a disk loss forgets every dot; neither can be issued again.
 - Writes are coordinated by a replica of the key (requests that reach another node are
   forwarded), so a key's context holds about N actors however many writes it sees.
 - A replica merges what it receives; it never overwrites. Merge is commutative,
@@ -66,7 +69,7 @@ from storage.record import Record
 from storage.store import KeyStore
 from storage.versions import Actor, Versions, lww_resolve, update
 
-EPOCH_LEASE = 4096  # epochs reserved per metadata write: one meta write per 4096 new keys
+FORWARD_MEMORY = 30.0  # seconds a forwarded write's id is remembered, to drop duplicates
 JOIN_RETRY = 1.0  # seconds between join attempts while no seed has answered
 HINT_TIMEOUT = 5.0  # seconds before an unacknowledged hint delivery is retried
 REPAIR_ID = 0  # request id of fire-and-forget repairs: their acks are ignored
@@ -162,7 +165,10 @@ class Node:
         # Last-write-wins keeps one sibling everywhere a state is formed.
         self._resolve = lww_resolve if config.conflict == "lww" else _keep_all
         self._ops: dict[int, _WriteOp | _ReadOp | _ForwardOp | _HintOp] = {}
-        self._next_id = 1
+        # Request ids start at a random point in every life, so that a late answer to a
+        # request of an earlier life can never be taken for an answer to a new one.
+        self._next_id = rng.getrandbits(48) + 1
+        self._seen_forwards: dict[tuple[str, int], float] = {}
         self._next_ping = now
         self._next_join = now
         self._ping_seq = 0
@@ -174,29 +180,25 @@ class Node:
     # --- identity and metadata ---------------------------------------------------------
 
     def _load_identity(self) -> None:
+        # A new incarnation on every start. Nothing needs persisting for it to be safe:
+        # 62 random bits make a repeat across restarts practically impossible, where a
+        # persisted counter would repeat after a crash that lost its last update.
+        self.generation = self.rng.getrandbits(62)
+        self._epoch = 0
         ident = self.store.get_meta("identity")
-        if isinstance(ident, dict) and ident.get("node_id") == self.id:
-            self.generation = int(ident["generation"])
-            # Epochs below the persisted lease may have been used before a crash.
-            self._epoch = int(ident["epoch_lease"])
-        else:
-            # A new data dir: a generation never used before, so no counter is reused
-            # even if this node id existed with a disk that is now gone.
-            self.generation = self.rng.getrandbits(62)
-            self._epoch = 0
-        self._epoch_lease = self._epoch
-        self._renew_epoch_lease()
-
-    def _renew_epoch_lease(self) -> None:
-        self._epoch_lease = self._epoch + EPOCH_LEASE
-        self.store.put_meta("identity", {"node_id": self.id, "generation": self.generation,
-                                         "epoch_lease": self._epoch_lease})
+        starts = int(ident.get("starts", 0)) if isinstance(ident, dict) else 0
+        self.store.put_meta("identity", {"node_id": self.id, "starts": starts + 1,
+                                         "generation": self.generation})
 
     def _fresh_actor(self) -> Actor:
         self._epoch += 1
-        if self._epoch >= self._epoch_lease:
-            self._renew_epoch_lease()
         return (self.id, self.generation, self._epoch)
+
+    def _own_actor(self, record: Record | None) -> Actor | None:
+        """This node's actor for a key, if it was created in this process life."""
+        if record is None or record.local_actor is None:
+            return None
+        return record.local_actor if record.local_actor[1] == self.generation else None
 
     def _my_record(self, tokens: tuple[int, ...], version: int) -> Member:
         c = self.config
@@ -333,7 +335,7 @@ class Node:
         expires = now_ms + req.ttl * 1000 if req.ttl else None
         if mine is not None and mine.hint_for is None:
             record = self.store.get_record(token, req.key)
-            actor = record.local_actor if record and record.local_actor else None
+            actor = self._own_actor(record)
             base = record.versions if record else None
             if actor is None:
                 actor = self._fresh_actor()
@@ -348,6 +350,7 @@ class Node:
             if mine is not None and mine.hint_for is not None:
                 self.store.merge_hint(token, req.key, mine.hint_for, state, self._resolve)
                 self.stats.hints_stored += 1
+        self._hint_uncovered(token, req.key, targets, state)
         req_id = self._new_id()
         quorum = WriteQuorum(w, tuple(targets))
         self._ops[req_id] = _WriteOp(req.key, quorum, client_ctx, reply_to, state)
@@ -358,6 +361,22 @@ class Node:
             else:
                 effects.append(Send(t.node, ReplicaPut(req_id, req.key, state, t.hint_for)))
         return effects
+
+    def _hint_uncovered(self, token: int, key: bytes, targets: list[Target],
+                        state: Versions) -> None:
+        """Keep a hint for every primary that no target stands in for.
+
+        When a primary is down and no fallback is reachable, the write still succeeds
+        with W acknowledgements; without this hint the primary would learn of it only
+        from a read.
+        """
+        if len(targets) >= self.n:
+            return
+        covered = {t.node for t in targets} | {t.hint_for for t in targets}
+        for primary in self.ring.preference_list(token, self.n):
+            if primary not in covered and primary != self.id:
+                self.store.merge_hint(token, key, primary, state, self._resolve)
+                self.stats.hints_stored += 1
 
     def _hint_unacked(self, op: _WriteOp) -> None:
         """Keep a hint for every replica that did not acknowledge in time.
@@ -426,6 +445,9 @@ class Node:
             case ReplicaGetReply(req_id, versions):
                 return self._on_get_reply(src, req_id, versions, now)
             case ForwardWrite(req_id, request):
+                if (src, req_id) in self._seen_forwards:
+                    return []  # a duplicated frame: coordinating it again adds a sibling
+                self._seen_forwards[(src, req_id)] = now + FORWARD_MEMORY
                 reply_to = _ReplyTo(node=src, node_req=req_id)
                 if not self.joined:
                     return [self._answer(reply_to, QuorumFailed(0, request.w or self.w,
@@ -537,6 +559,8 @@ class Node:
                 if m.node_id != self.id and m.status != LEFT:
                     effects.append(Send(m.node_id, Ping(self._ping_seq, digest)))
         effects.extend(self._replay_hints(now))
+        if self._seen_forwards:
+            self._seen_forwards = {k: t for k, t in self._seen_forwards.items() if t > now}
         return effects
 
     def _replay_hints(self, now: float) -> list[Effect]:

@@ -25,8 +25,9 @@ Rules (the invariants every function here keeps):
 5. Dots are unique cluster-wide only if the coordinator that issues `(actor, c)` holds
    every dot that actor ever issued for the key. The node guarantees it by taking a new
    actor epoch whenever it coordinates a key it does not hold under its own actor
-   (riak_kv's per-key epochs), and a new generation whenever its data dir is new
-   (riak_kv#679: a node that lost its disk must never reuse a counter).
+   (riak_kv's per-key epochs), and a new generation on every start (riak_kv#679: a
+   node that lost its disk, or crashed before its own write reached it, must never
+   reuse a counter).
 
 The vector grows by one entry per actor that coordinated writes for the key (about N in
 a steady cluster), never with the number of writes; the cloud holds only gaps, and

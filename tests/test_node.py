@@ -231,3 +231,55 @@ def test_replica_that_never_acked_gets_the_write_by_hint():
     rec = net.nodes[lagging].store.get_record(key_token(key), key)
     assert rec is not None and [s.value for s in rec.versions.siblings] == [b"v"]
     assert net.nodes[coord].store.hints_pending() == 0
+
+
+def test_restart_never_reissues_a_dot_lost_between_fan_out_and_commit():
+    """The simulation's seed 57 (faults `torn`), in miniature."""
+    net = cluster()
+    key = b"torn"
+    coord = net.nodes["n1"].preference_list(key)[0]
+    put(net, coord, key, b"one")
+    # Coordinate a write, let its fan-out leave, and crash before the local commit.
+    cid = 10_000
+    effects = net.nodes[coord].client_request(
+        cid, WriteRequest(key, b"two", "text/plain", EMPTY_CONTEXT), net.now)
+    engine = net.engines[coord]
+    net.engines[coord] = engine.crash_copy()  # staged writes are gone
+    for e in effects:
+        if hasattr(e, "msg") and not e.durable and e.dst != coord:
+            from ringkv import wire
+            net._at(0.001, "msg", (coord, e.dst, wire.encode(e.msg)))
+    del net.nodes[coord]
+    net.run_for(0.1)
+    net.restart(coord)
+    net.run_for(1.0)
+    put(net, coord, key, b"three")  # blind: must not reuse the lost write's dot
+    assert values(get(net, "n5", key, r=3)) == [b"one", b"three", b"two"]
+
+
+def test_primary_with_no_reachable_fallback_gets_a_hint():
+    net = cluster(3)  # every node is a primary: no fallbacks exist
+    key = b"k"
+    victim = net.nodes["n1"].preference_list(key)[2]
+    net.down.add(victim)
+    net.run_for(1.0)
+    coord = next(n for n in net.nodes if n != victim)
+    assert isinstance(put(net, coord, key, b"v"), WriteOk)
+    net.down.clear()
+    net.run_for(2.0)
+    rec = net.nodes[victim].store.get_record(key_token(key), key)
+    assert rec is not None and [s.value for s in rec.versions.siblings] == [b"v"]
+
+
+def test_duplicated_forward_is_coordinated_once():
+    from ringkv import wire
+
+    net = cluster()
+    key = b"fwd"
+    outsider = next(n for n in net.nodes if n not in net.nodes["n1"].preference_list(key))
+    coord = net.nodes["n1"].preference_list(key)[0]
+    fwd = wire.ForwardWrite(77, WriteRequest(key, b"v", "text/plain", EMPTY_CONTEXT, 2))
+    for _ in range(2):
+        net._at(0.001, "msg", (outsider, coord, wire.encode(fwd)))
+    net.run_for(0.5)
+    assert values(get(net, "n2", key, r=3)) == [b"v"]
