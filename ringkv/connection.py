@@ -163,6 +163,7 @@ class _Inbound(_Conn):
         self._src = node_id
         self._limit = t._max_frame
         t.stats.connects += 1
+        t._peer_reached_us(node_id)
         t._log.debug("transport %s: accepted %s from %s", t.node_id, node_id, self._addr)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -69,6 +69,7 @@ from storage.record import Record
 from storage.store import KeyStore
 from storage.versions import Actor, Versions, lww_resolve, update
 
+ANNOUNCE_FOR = 10.0  # seconds a node sends its own record with its pings after a change
 FORWARD_MEMORY = 30.0  # seconds a forwarded write's id is remembered, to drop duplicates
 JOIN_RETRY = 1.0  # seconds between join attempts while no seed has answered
 HINT_TIMEOUT = 5.0  # seconds before an unacknowledged hint delivery is retried
@@ -172,6 +173,7 @@ class Node:
         self._next_ping = now
         self._next_join = now
         self._ping_seq = 0
+        self._announce_until = now + ANNOUNCE_FOR
         self.addresses_changed = True
         self._load_identity()
         self.joined = self._load_membership(now)
@@ -459,9 +461,13 @@ class Node:
                     del self._ops[req_id]
                     return [self._answer(op.reply_to, response)]
                 return []
-            case Ping(seq, digest):
-                return [Send(src, Pong(seq, tuple(self.members.newer_than(digest)),
-                                       self.members.digest()))]
+            case Ping(seq, digest, sender):
+                effects: list[Effect] = []
+                if sender is not None and sender.node_id == src:
+                    effects = self._merge_members((sender,), now)
+                effects.append(Send(src, Pong(seq, tuple(self.members.newer_than(digest)),
+                                              self.members.digest())))
+                return effects
             case Pong(_, records, digest):
                 effects = self._merge_members(records, now)
                 newer = self.members.newer_than(digest)
@@ -555,9 +561,11 @@ class Node:
             self._next_ping = now + self.config.heartbeat_interval
             self._ping_seq += 1
             digest = self.members.digest()
+            me = self.members.get(self.id) if now < self._announce_until else None
+            ping = Ping(self._ping_seq, digest, me)
             for m in self.members.members():
                 if m.node_id != self.id and m.status != LEFT:
-                    effects.append(Send(m.node_id, Ping(self._ping_seq, digest)))
+                    effects.append(Send(m.node_id, ping))
         effects.extend(self._replay_hints(now))
         if self._seen_forwards:
             self._seen_forwards = {k: t for k, t in self._seen_forwards.items() if t > now}
@@ -611,6 +619,7 @@ class Node:
                 if mine is not None and rec.version >= mine.version:
                     mine = replace(mine, version=rec.version + 1)
                     changed |= self.members.merge_one(mine)
+                    self._announce_until = now + ANNOUNCE_FOR
                 continue
             if self.members.merge_one(rec):
                 changed = True

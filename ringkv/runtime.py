@@ -250,6 +250,11 @@ async def _serve(config: NodeConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Stopping already: a second signal must not cut the clean stop short (once the
+        # loop closes it would get the default action and end the process by signal).
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
     log.info("node %s stopping", config.node_id)
     await runtime.stop()
     return 0

@@ -436,6 +436,26 @@ class Transport:
         peer.wanted = False
         peer.timer = self._get_loop().call_later(delay, self._backoff_done, peer, peer.epoch)
 
+    def _peer_reached_us(self, peer_id: str) -> None:
+        """A peer just authenticated a connection to us: it is alive, so stop backing off.
+
+        Without this, a node that restarts finds its peers still in backoff towards it
+        for up to `backoff_max`, and every frame they send it then (acks included) is
+        dropped: its first writes fail although every replica is up.
+        """
+        peer = self._peers.get(peer_id)
+        if peer is None or peer.state != _BACKOFF:
+            return
+        if peer.timer is not None:
+            peer.timer.cancel()
+            peer.timer = None
+        peer.delay = self._backoff_min
+        wanted = peer.wanted
+        peer.epoch += 1
+        peer.state = _IDLE
+        if wanted and not self._closed:
+            self._start_connect(peer)
+
     def _backoff_done(self, peer: _Peer, epoch: int) -> None:
         if peer.epoch != epoch or peer.state != _BACKOFF:
             return

@@ -44,6 +44,9 @@ class Ping:
     TYPE: ClassVar[int] = 1
     seq: int
     digest: dict[str, int]
+    # The sender's own record, for a while after it changed (a restart, new addresses):
+    # peers that still dial an old address learn the new one without an answer from us.
+    sender: Member | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +216,8 @@ def _response(doc: Any) -> ClientResponse:
 
 def _fields(msg: Message) -> list[Any]:
     match msg:
-        case Ping(seq, digest):
-            return [seq, digest]
+        case Ping(seq, digest, sender):
+            return [seq, digest, None if sender is None else sender.to_wire()]
         case Pong(seq, records, digest):
             return [seq, [m.to_wire() for m in records], digest]
         case MembersUpdate(records):
@@ -268,8 +271,8 @@ def _node_id(doc: Any) -> str | None:
 
 def _decode_fields(type_id: Any, f: list[Any]) -> Message:  # noqa: C901 - one case a type
     match type_id, len(f):
-        case Ping.TYPE, 2:
-            return Ping(_int(f[0]), _digest(f[1]))
+        case Ping.TYPE, 3:
+            return Ping(_int(f[0]), _digest(f[1]), None if f[2] is None else Member.from_wire(f[2]))
         case Pong.TYPE, 3:
             return Pong(_int(f[0]), _members(f[1]), _digest(f[2]))
         case MembersUpdate.TYPE, 1:

@@ -30,8 +30,11 @@ from urllib.parse import quote
 import httpx
 
 HOST = "127.0.0.1"
-# Short timings for tests (see the brief): failures are seen within ~1.5 s.
+# Durable storage (LMDB, one fsync per group commit) and short timings for tests:
+# failures are seen within ~1.5 s. Options given later on the command line win.
 FAST_ARGS = (
+    "--storage", "lmdb",
+    "--sync", "group",
     "--heartbeat-interval", "0.2",
     "--failure-timeout", "1.5",
     "--request-timeout-ms", "1500",
@@ -211,13 +214,19 @@ class NodeProc:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM (a clean stop) and wait; SIGKILL if it does not exit in time."""
+    def stop(self, timeout: float = STOP_TIMEOUT, signal_it: bool = True) -> int | None:
+        """SIGTERM (a clean stop) and wait; SIGKILL if it does not exit in time.
+
+        Exactly one SIGTERM is sent (none with ``signal_it=False``, for a node already
+        signalled): a second one that lands after the node's event loop has closed,
+        in the last moments of a clean exit, would end it with -SIGTERM instead of 0.
+        """
         if self.proc is None:
             return None
         if self.paused:
             self.resume()
-        self._signal_group(signal.SIGTERM)
+        if signal_it:
+            self._signal_group(signal.SIGTERM)
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -510,7 +519,7 @@ class Cluster:
         need the cluster *settled* after a restart wait for this too.
         """
         live = [n for n in self.nodes if n.alive and not n.paused]
-        probes: list[str] = []
+        probes: list[tuple[str, int]] = []  # (key, its number of replicas)
         covered: set[str] = set()
         for i in range(10_000):
             if covered >= set(self.ids):
@@ -518,13 +527,13 @@ class Cluster:
             key = f"__probe-{i}"
             pref = live[0].lookup(key)
             if not set(pref) <= covered:
-                probes.append(key)
+                probes.append((key, len(pref)))
                 covered |= set(pref)
 
         def connected() -> bool:
             for node in live:
-                for key in probes:
-                    resp = node.get(key, params={"r": "all", "timeout": "1000"})
+                for key, replicas in probes:
+                    resp = node.get(key, params={"r": str(replicas), "timeout": "1000"})
                     if resp.status_code not in (200, 300, 404):
                         return False
             return True
@@ -583,7 +592,7 @@ class Cluster:
                 node.resume()
             node._signal_group(signal.SIGTERM)
         for node in self.nodes:
-            node.stop()
+            node.stop(signal_it=False)
 
     def logs_report(self, lines: int = TAIL_LINES) -> str:
         parts = []

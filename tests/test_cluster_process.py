@@ -171,6 +171,21 @@ def test_own_context_replaces_only_own_version(healthy: Cluster) -> None:
     sibs, _ = json_siblings(resp)
     assert sorted(v for v, _ in sibs) == [b"A2", b"B1"]
 
+    # Two writers with the same (now stale) context: each supersedes what it read,
+    # neither supersedes the other.
+    key = "siblings-stale-context"
+    assert n1.put(key, b"v1").status_code == 204
+    ctx = n2.get(key).headers["X-Context"]
+    assert n2.put(key, b"v2", context=ctx).status_code == 204
+    assert n3.put(key, b"v3", context=ctx).status_code == 204
+    resp = n1.get(key, params={"r": "3"}, headers={"Accept": "application/json"})
+    assert resp.status_code == 300, resp.text
+    sibs, ctx = json_siblings(resp)
+    assert sorted(v for v, _ in sibs) == [b"v2", b"v3"]
+    assert n1.put(key, b"merged", context=ctx).status_code == 204
+    got = n2.get(key, params={"r": "3"})
+    assert (got.status_code, got.content) == (200, b"merged")
+
 
 def test_delete_is_a_version(healthy: Cluster) -> None:
     n1, n2, n3, n4 = healthy.nodes
@@ -186,6 +201,13 @@ def test_delete_is_a_version(healthy: Cluster) -> None:
     for node in healthy:
         got = node.get(key, params={"r": "3"})
         assert (got.status_code, got.content) == (200, b"v2"), (node.node_id, got.text)
+
+    # A delete without a context supersedes nothing.
+    key = "delete-blind"
+    assert n1.put(key, b"kept").status_code == 204
+    assert n2.delete(key).status_code == 204
+    got = n3.get(key, params={"r": "3"})
+    assert (got.status_code, got.content) == (200, b"kept")
 
     # A write the deleter did not see survives the delete.
     key = "delete-concurrent"
@@ -217,6 +239,9 @@ def test_bad_http_input_is_refused_and_changes_nothing(healthy: Cluster) -> None
 
     too_big = b"x" * ((1 << 20) + 1)
     assert_json_error(n1.put(key, too_big), 413)
+    largest = bytes(range(256)) * 4096  # exactly max_value_bytes (1 MiB) is accepted
+    assert n1.put(key + "-largest", largest).status_code == 204
+    assert n2.get(key + "-largest").content == largest
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the body is counted as it comes
         for _ in range(17):
@@ -308,6 +333,18 @@ def test_ttl_expires_on_every_node(healthy: Cluster) -> None:
         return all(node.get(key).status_code == 404 for node in healthy)
 
     wait_until(expired_everywhere, timeout=15, what="the TTL'd key to read 404 on every node")
+
+    # An expired sibling disappears; its concurrent sibling stays.
+    key = "ttl-sibling"
+    assert n1.put(key, b"forever").status_code == 204
+    assert healthy["n2"].put(key, b"short", params={"ttl": "2"}).status_code == 204
+    assert healthy["n3"].get(key).status_code == 300
+
+    def one_left() -> bool:
+        return all((n.get(key).status_code, n.get(key).content) == (200, b"forever")
+                   for n in healthy)
+
+    wait_until(one_left, timeout=15, what="the TTL'd sibling to expire everywhere")
 
 
 def _families(node: NodeProc) -> dict[str, object]:
