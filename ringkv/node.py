@@ -561,8 +561,8 @@ class Node:
             self._next_ping = now + self.config.heartbeat_interval
             self._ping_seq += 1
             digest = self.members.digest()
-            me = self.members.get(self.id) if now < self._announce_until else None
-            ping = Ping(self._ping_seq, digest, me)
+            announce = self.members.get(self.id) if now < self._announce_until else None
+            ping = Ping(self._ping_seq, digest, announce)
             for m in self.members.members():
                 if m.node_id != self.id and m.status != LEFT:
                     effects.append(Send(m.node_id, ping))

@@ -19,6 +19,7 @@ MEMBER = Member("n1", "127.0.0.1:8001", "127.0.0.1:9001", (1, 2**64 - 1), UP, 3,
 
 MESSAGES = [
     wire.Ping(1, {"n1": 3}),
+    wire.Ping(1, {"n1": 3}, MEMBER),
     wire.Pong(2, (MEMBER,), {"n2": 1}),
     wire.MembersUpdate((MEMBER,)),
     wire.JoinRequest(MEMBER, 256),
