@@ -21,7 +21,9 @@ reported, and so is CPU used by anything else (a disturbed run is flagged).
 
     python scripts/bench.py                      # 10 s per measurement, 1 run
     python scripts/bench.py --runs 3 --json bench.json
-    python scripts/bench.py --targets cluster --profile-out /tmp/n1.txt   # py-spy on n1
+    python scripts/bench.py --targets cluster --profile-out /tmp/n1   # py-spy on node n1
+    python scripts/bench.py --targets cluster --sync none    # variants: --storage memory,
+                                                           # --nodes 1 --n 1 --r 1 --w 1
 
 Needs `wrk` (`apt-get install wrk`); `--profile-out` needs `py-spy` (`pip install py-spy`).
 """
@@ -495,8 +497,10 @@ def summarize_profile(path: Path, rate: int, seconds: float, top: int = 20) -> s
         per_thread[thread] += count
         if thread != "MainThread":
             continue
-        main += count
         names = [_frame_name(f) for f in frames[1:]]
+        if not names:
+            continue
+        main += count
         loop = max((i for i, f in enumerate(names) if f.startswith("Runner.run ")), default=-1)
         below = [f for f in names[loop + 1:] if ".py)" in f or "(<string>)" in f]
         entry[below[0] if below else "(event loop itself: polling, callbacks)"] += count
@@ -718,15 +722,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="report medians of this many runs")
     parser.add_argument("--targets", default="bare,cluster",
                         help="comma-separated: bare, cluster")
-    parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--storage", choices=("lmdb", "memory"), default="lmdb")
-    parser.add_argument("--sync", choices=("group", "none"), default="group")
-    parser.add_argument("--n", type=int, default=3)
-    parser.add_argument("--r", type=int, default=2)
-    parser.add_argument("--w", type=int, default=2)
+    parser.add_argument("--nodes", type=int, default=3, help="cluster size")
+    parser.add_argument("--storage", choices=("lmdb", "memory"), default="lmdb",
+                        help="storage engine of every node")
+    parser.add_argument("--sync", choices=("group", "none"), default="group",
+                        help="group: one fsync per group-commit batch")
+    parser.add_argument("--n", type=int, default=3, help="replicas per key")
+    parser.add_argument("--r", type=int, default=2, help="read quorum")
+    parser.add_argument("--w", type=int, default=2, help="write quorum")
     parser.add_argument("--node-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for every `ringkv serve` (repeatable)")
-    parser.add_argument("--preload-concurrency", type=int, default=64)
+    parser.add_argument("--preload-concurrency", type=int, default=64,
+                        help="concurrent PUTs while writing every key before a run")
     parser.add_argument("--max-other", type=float, default=0.15, metavar="CORES",
                         help="a measurement during which other processes used more CPU than"
                              " this is disturbed: it is flagged and measured again")
@@ -772,6 +779,15 @@ def main() -> int:
     workdir = Path(args.data_dir) if args.data_dir else Path(
         tempfile.mkdtemp(prefix="ringkv-bench-", dir="/var/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return run_all(args, targets, info, workdir)
+    finally:
+        if not args.data_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_all(args: argparse.Namespace, targets: list[str], info: dict[str, Any],
+            workdir: Path) -> int:
     results: list[Measurement] = []
     try:
         for run in range(1, args.runs + 1):
@@ -804,10 +820,7 @@ def main() -> int:
         }
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
         say(f"wrote {args.json}")
-    if not args.data_dir:
-        shutil.rmtree(workdir, ignore_errors=True)
     return 1 if any(m.errors() for m in results) else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
