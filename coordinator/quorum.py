@@ -48,10 +48,14 @@ class WriteQuorum:
     targets: tuple[Target, ...]
     acked: set[str] = field(default_factory=set)
     answered: bool = False
+    _nodes: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._nodes = frozenset(t.node for t in self.targets)
 
     def ack(self, node: str) -> bool:
         """Record an ack; True exactly once, when the quorum is first reached."""
-        if node not in {t.node for t in self.targets}:
+        if node not in self._nodes:
             return False
         self.acked.add(node)
         if not self.answered and len(self.acked) >= self.required:
@@ -75,10 +79,18 @@ class ReadQuorum:
     targets: tuple[Target, ...]
     replies: dict[str, Versions | None] = field(default_factory=dict)
     answered: bool = False
+    _nodes: frozenset[str] = field(init=False, repr=False)
+    # merged() is asked for by the answer, the staleness receipt and read repair;
+    # replies only ever grow, so one merge per reply count serves them all.
+    _merged: Versions | None = field(default=None, init=False, repr=False)
+    _merged_count: int = field(default=-1, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._nodes = frozenset(t.node for t in self.targets)
 
     def reply(self, node: str, versions: Versions | None) -> bool:
         """Record an answer; True exactly once, when R answers are in."""
-        if node not in {t.node for t in self.targets} or node in self.replies:
+        if node not in self._nodes or node in self.replies:
             return False
         self.replies[node] = versions
         if not self.answered and len(self.replies) >= self.required:
@@ -87,7 +99,10 @@ class ReadQuorum:
         return False
 
     def merged(self) -> Versions:
-        return merge_all(self.replies[n] for n in sorted(self.replies))
+        if self._merged is None or self._merged_count != len(self.replies):
+            self._merged = merge_all(self.replies[n] for n in sorted(self.replies))
+            self._merged_count = len(self.replies)
+        return self._merged
 
     def stale(self, merged: Versions) -> list[str]:
         """Replicas whose answer lacks something the merged state has."""

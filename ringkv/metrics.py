@@ -7,6 +7,7 @@ read only when `/metrics` is scraped, so the hot path pays nothing for it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -54,8 +55,6 @@ class _NodeCollector:
             yield CounterMetricFamily(name, doc, value=value)
         up = GaugeMetricFamily("ringkv_member_up", "1 when this node sees the member up",
                                labels=["member"])
-        import time
-
         now = time.time()
         for m in node.members.members():
             up.add_metric([m.node_id], 1.0 if node.view_status(m, now) == "up" else 0.0)
