@@ -49,6 +49,7 @@ from ring.allocation import allocate_tokens, initial_tokens
 from ring.ring import Ring
 from ring.token import key_token
 from ringkv.config import NodeConfig
+from ringkv.effects import Effect, Reply, Send, SetTimer
 from ringkv.wire import (
     ForwardReply,
     ForwardWrite,
@@ -74,30 +75,6 @@ FORWARD_MEMORY = 30.0  # seconds a forwarded write's id is remembered, to drop d
 JOIN_RETRY = 1.0  # seconds between join attempts while no seed has answered
 HINT_TIMEOUT = 5.0  # seconds before an unacknowledged hint delivery is retried
 REPAIR_ID = 0  # request id of fire-and-forget repairs: their acks are ignored
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    dst: str  # a node id, or "seed:host:port" before the seed's id is known
-    msg: Message
-    durable: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    client_id: int
-    response: ClientResponse
-    durable: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    at: float
-    key: int
-    durable: bool = False
-
-
-Effect = Send | Reply | SetTimer
 
 
 @dataclass(slots=True)

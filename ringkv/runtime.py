@@ -26,7 +26,8 @@ from aiohttp import web
 from coordinator.requests import ClientRequest, ClientResponse
 from ringkv import wire
 from ringkv.config import NodeConfig
-from ringkv.node import Effect, Node, Reply, Send, SetTimer
+from ringkv.effects import Effect, Reply, Send, SetTimer
+from ringkv.node import Node
 from ringkv.transport import Transport
 from storage.engine import Engine
 from storage.memory import MemoryEngine

@@ -6,12 +6,17 @@ and decodes every message too, so the codec is exercised by every simulated run.
 
 `decode` validates shape and types and raises `WireError` on anything else, so a
 malformed frame from a peer is refused without touching node state.
+
+Subsystems with their own messages (gossip, range transfers, anti-entropy) define them
+next to their logic as `Extension`s: a `TYPE`, `to_fields()` and a `from_fields()` that
+raises `ValueError`/`TypeError` on a malformed list. They are registered here with
+`register`, so this module stays the one place that knows every type id.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgpack
 
@@ -124,10 +129,31 @@ class ForwardReply:
     response: ClientResponse
 
 
+@runtime_checkable
+class Extension(Protocol):
+    """A message defined by a subsystem, encoded by its own `to_fields`."""
+
+    TYPE: ClassVar[int]
+
+    def to_fields(self) -> list[Any]: ...
+
+
 Message = (
     Ping | Pong | MembersUpdate | JoinRequest | JoinReply | ReplicaPut | ReplicaPutAck
-    | ReplicaGet | ReplicaGetReply | ForwardWrite | ForwardReply
+    | ReplicaGet | ReplicaGetReply | ForwardWrite | ForwardReply | Extension
 )
+
+_EXTENSIONS: dict[int, Any] = {}
+_CORE_TYPES = frozenset(range(1, 6)) | frozenset(range(10, 14)) | {20, 21}
+
+
+def register(*classes: Any) -> None:
+    """Make extension message classes encodable and decodable. Ids must be unique."""
+    for cls in classes:
+        type_id = cls.TYPE
+        if type_id in _CORE_TYPES or _EXTENSIONS.get(type_id, cls) is not cls:
+            raise ValueError(f"message type id {type_id} is already taken")
+        _EXTENSIONS[type_id] = cls
 
 
 def _members(doc: Any) -> tuple[Member, ...]:
@@ -238,6 +264,8 @@ def _fields(msg: Message) -> list[Any]:
             return [req_id, _write_request_doc(request)]
         case ForwardReply(req_id, response):
             return [req_id, _response_doc(response)]
+    if _EXTENSIONS.get(msg.TYPE) is type(msg):
+        return msg.to_fields()
     raise WireError(f"not a message: {msg!r}")
 
 
@@ -295,5 +323,9 @@ def _decode_fields(type_id: Any, f: list[Any]) -> Message:  # noqa: C901 - one c
             return ForwardWrite(_int(f[0]), _write_request(f[1]))
         case ForwardReply.TYPE, 2:
             return ForwardReply(_int(f[0]), _response(f[1]))
+    ext = _EXTENSIONS.get(type_id) if isinstance(type_id, int) else None
+    if ext is not None:
+        msg: Message = ext.from_fields(f)
+        return msg
     raise WireError(f"unknown message type {type_id!r} with {len(f)} fields")
 

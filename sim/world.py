@@ -39,7 +39,8 @@ from typing import Any
 from coordinator.requests import ClientRequest, ClientResponse, ReadRequest
 from ringkv import wire
 from ringkv.config import NodeConfig
-from ringkv.node import REPAIR_ID, Effect, Node, Reply, Send, SetTimer
+from ringkv.effects import Effect, Reply, Send, SetTimer
+from ringkv.node import REPAIR_ID, Node
 from ringkv.wire import ReplicaPut
 from sim.network import Network, NetworkProfile
 from sim.trace import Trace

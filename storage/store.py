@@ -16,7 +16,15 @@ import msgpack
 from sortedcontainers import SortedSet
 
 from storage.engine import Engine
-from storage.keys import data_key, hint_key, hint_prefix, prefix_end, split_hint_key
+from storage.keys import (
+    data_key,
+    hint_key,
+    hint_prefix,
+    prefix_end,
+    split_data_key,
+    split_hint_key,
+    token_range_bounds,
+)
 from storage.record import Record, decode_record, encode_record
 from storage.versions import Versions, from_wire, merge, to_wire
 
@@ -56,6 +64,26 @@ class KeyStore:
             return False
         self.put_record(token, key, Record(merged, current.local_actor))
         return True
+
+    def scan_range(self, start: int, end: int, after: bytes | None,
+                   limit: int) -> list[tuple[int, bytes, Record]]:
+        """Up to `limit` records whose token is in the ring range ``(start, end]``.
+
+        In data-key order (token, then key). `after` is the data key of the last record
+        a previous call returned, so a long range is read in resumable pages.
+        """
+        out: list[tuple[int, bytes, Record]] = []
+        for lo, hi in token_range_bounds(start, end):
+            if after is not None:
+                if hi is not None and after >= hi:
+                    continue
+                lo = max(lo, after + b"\x00")
+            for raw_key, raw in self.engine.scan("data", lo, hi):
+                token, key = split_data_key(raw_key)
+                out.append((token, key, decode_record(raw)))
+                if len(out) >= limit:
+                    return out
+        return out
 
     # --- hints ----------------------------------------------------------------------
 

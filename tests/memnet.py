@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from coordinator.requests import ClientRequest, ClientResponse
 from ringkv import wire
 from ringkv.config import fast_test_config
-from ringkv.node import Effect, Node, Reply, Send, SetTimer
+from ringkv.effects import Effect, Reply, Send, SetTimer
+from ringkv.node import Node
 from storage.memory import MemoryEngine
 
 LATENCY = 0.001
