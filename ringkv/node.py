@@ -48,6 +48,7 @@ from gossip.membership import LEFT, UP, Member, Membership
 from ring.allocation import allocate_tokens, initial_tokens
 from ring.ring import Ring
 from ring.token import key_token
+from ringkv.anti_entropy import AntiEntropy
 from ringkv.config import NodeConfig
 from ringkv.effects import Effect, Reply, Send, SetTimer
 from ringkv.wire import (
@@ -155,6 +156,7 @@ class Node:
         self._load_identity()
         self.joined = self._load_membership(now)
         self.ring = Ring(self.members.ring_tokens())
+        self.anti_entropy = AntiEntropy(self)
 
     # --- identity and metadata ---------------------------------------------------------
 
@@ -457,6 +459,8 @@ class Node:
                 return self._on_join_request(src, record, vnodes, now)
             case JoinReply():
                 return self._on_join_reply(msg, now)
+        if msg.TYPE in self.anti_entropy.MESSAGE_TYPES:
+            return self.anti_entropy.receive(src, msg, now)
         return []
 
     def _on_replica_put(self, src: str, msg: ReplicaPut) -> list[Effect]:
@@ -544,6 +548,7 @@ class Node:
                 if m.node_id != self.id and m.status != LEFT:
                     effects.append(Send(m.node_id, ping))
         effects.extend(self._replay_hints(now))
+        effects.extend(self.anti_entropy.tick(now))
         if self._seen_forwards:
             self._seen_forwards = {k: t for k, t in self._seen_forwards.items() if t > now}
         return effects
