@@ -1,20 +1,19 @@
 """The membership table: who is in the cluster, where, with which tokens.
 
-Each member owns its record and is the only one to bump its `version` (the one
-exception: a seed writes the first record of a node that joins through it). Records
-merge by version, highest wins, so any exchange order converges: the same rule a
-push-pull gossip protocol needs, which is why this table is the seam the full gossip
-protocol (SWIM-style probing and dissemination) slots into later.
+Each member owns its record and is the only one to bump its `version` (the two
+exceptions: a seed writes the first record of a node that joins through it, and an
+operator's removal writes `left` for a dead node). Records merge by version, highest
+wins, so any exchange order converges; `gossip.gossiper` spreads them.
 
 `status` is the membership status the cluster agreed on (`joining`, `up`, `leaving`,
 `left`); whether a member is reachable right now is a separate, local judgement made by
-`gossip.detector.FailureDetector`, and `view_status` combines the two into what
-`GET /cluster` shows (`down` when an `up` member is not answering).
+the phi-accrual detector (`gossip.phi`), and the node's `view_status` combines the two
+into what `GET /cluster` shows (`down` when an `up` member is not heard from).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 JOINING = "joining"
@@ -48,7 +47,9 @@ class Member:
                 and isinstance(tokens, list) and status in STATUSES
                 and isinstance(version, int) and isinstance(generation, int)):
             raise ValueError("malformed member record")
-        if not all(isinstance(t, int) and 0 <= t < 1 << 64 for t in tokens):
+        if isinstance(version, bool) or isinstance(generation, bool) or not all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 1 << 64
+                for t in tokens):
             raise ValueError("malformed member tokens")
         return Member(node_id, http, rpc, tuple(tokens), status, version, generation)
 
@@ -76,18 +77,6 @@ class Membership:
     def ids(self) -> list[str]:
         return sorted(self._members)
 
-    def digest(self) -> dict[str, int]:
-        return {k: m.version for k, m in self._members.items()}
-
-    def newer_than(self, digest: Mapping[str, int]) -> list[Member]:
-        """Records the holder of `digest` lacks or has older versions of."""
-        return [m for k, m in sorted(self._members.items()) if m.version > digest.get(k, -1)]
-
-    def wants(self, digest: Mapping[str, int]) -> bool:
-        """True when `digest` names a record newer than ours."""
-        return any(v > self._members[k].version if k in self._members else True
-                   for k, v in digest.items())
-
     def merge_one(self, member: Member) -> bool:
         current = self._members.get(member.node_id)
         if current is not None and current.version >= member.version:
@@ -101,7 +90,9 @@ class Membership:
             changed |= self.merge_one(m)
         return changed
 
-    def ring_tokens(self) -> dict[str, tuple[int, ...]]:
-        """Tokens of the members that own key ranges (all but `left`)."""
+    def ring_tokens(self, statuses: Iterable[str] = (JOINING, UP, LEAVING)
+                    ) -> dict[str, tuple[int, ...]]:
+        """Tokens of the members with one of `statuses` (by default all but `left`)."""
+        wanted = frozenset(statuses)
         return {k: m.tokens for k, m in sorted(self._members.items())
-                if m.status != LEFT and m.tokens}
+                if m.status in wanted and m.tokens}

@@ -7,7 +7,7 @@ Job: the user-facing edge of contract section 1.
     ringkv put KEY [VALUE | -]                write (value from stdin when "-" or absent)
     ringkv get KEY                            read (siblings shown one after another)
     ringkv delete KEY                         delete what is currently visible
-    ringkv cluster status | leave | lookup    membership and ring
+    ringkv cluster status | leave | remove | lookup    membership and ring
     ringkv sim --seed S | --seeds A:B         the deterministic simulation (sim/)
 
 Client commands exit 0 on success, 1 when a key is not found, 2 on usage errors,
@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
@@ -69,11 +70,15 @@ _SERVE_OPTIONS: list[tuple[str, str, str]] = [
     ("sync", "group|none", "fsync per group-commit batch, or leave it to the OS. [group]"),
     ("max_value_bytes", "BYTES", "Largest accepted value. [1048576]"),
     ("request_timeout_ms", "MS", "Coordinator timeout when a request gives none. [3000]"),
-    ("heartbeat_interval", "SECONDS", "Seconds between liveness pings. [0.5]"),
-    ("failure_timeout", "SECONDS", "Silence after which a peer is down. [3.0]"),
+    ("heartbeat_interval", "SECONDS", "Seconds between gossip rounds. [0.5]"),
+    ("phi_convict_threshold", "PHI", "Phi-accrual suspicion level that marks a peer down. [8]"),
     ("hint_replay_batch", "COUNT", "Hints sent per replay tick. [64]"),
+    ("join_settle", "SECONDS", "A joiner's pause before fetching its ranges. [3]"),
+    ("tombstone_grace", "SECONDS", "Age before a confirmed tombstone is compacted. [86400]"),
     ("log_level", "LEVEL", "debug, info, warning, error or critical. [info]"),
     ("conflict", "dvv|lww", "Keep concurrent writes as siblings, or last write wins. [dvv]"),
+    ("inject_latency", "SPEC", "Experiments only (needs --experimental): delay each WARS leg,"
+     " e.g. W=exp:10,A=exp:1,R=exp:1,S=exp:1 (ms). [off]"),
 ]
 
 
@@ -100,6 +105,9 @@ def _serve_options(fn: F) -> F:
 
 @main.command(context_settings={"max_content_width": 110})
 @_serve_options
+@click.option("--experimental", "experimental", is_flag=True, default=None,
+              help="Allow experimental settings (--inject-latency)."
+              f" Env: {env_var('experimental')}=1.")
 def serve(**options: str | None) -> None:
     """Run one node until SIGTERM or SIGINT.
 
@@ -166,6 +174,10 @@ def serve(**options: str | None) -> None:
     "--sync", type=click.Choice(["group", "none"]), default=None, help="fsync policy of every node."
 )
 @click.option("--cluster-secret", default=None, metavar="SECRET", help="Shared internode secret.")
+@click.option("--inject-latency", "inject_latency", default=None, metavar="SPEC",
+              help="Experiments only: every node delays each WARS leg (needs --experimental).")
+@click.option("--experimental", "experimental", is_flag=True, default=None,
+              help="Pass --experimental to every node.")
 @click.option(
     "--startup-timeout",
     type=click.FloatRange(min=1),
@@ -492,16 +504,18 @@ def cluster_status(node: str, as_json: bool) -> None:
         return
     me = doc.get("node_id")
     table = Table(title=f"ringkv cluster, as seen by {me}")
-    for column in ("node", "status", "http", "rpc"):
-        table.add_column(column)
+    for column in ("node", "status", "share", "http", "rpc"):
+        table.add_column(column, justify="right" if column == "share" else "left")
     members = sorted(doc.get("members") or [], key=lambda m: str(m.get("node_id")))
     for m in members:
         status = str(m.get("status", "?"))
         style = _STATUS_STYLE.get(status, "")
         name = str(m.get("node_id", "?")) + (" *" if m.get("node_id") == me else "")
+        share = m.get("replica_share")
         table.add_row(
             name,
             f"[{style}]{status}[/{style}]" if style else status,
+            f"{100 * float(share):.1f}%" if isinstance(share, (int, float)) and share else "-",
             str(m.get("http", "")),
             str(m.get("rpc", "")),
         )
@@ -513,21 +527,75 @@ def cluster_status(node: str, as_json: bool) -> None:
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     console.print(
         f"n={doc.get('n')} r={doc.get('r')} w={doc.get('w')}"
-        f"  members: {len(members)} ({summary or 'none'})",
+        f"  members: {len(members)} ({summary or 'none'})"
+        "  share: fraction of keys each node replicates",
         highlight=False,
     )
+    transfers = doc.get("transfers")
+    if isinstance(transfers, dict):
+        console.print(f"transfers on {me}: {_transfer_summary(transfers)}", highlight=False)
+
+
+def _transfer_summary(t: dict[str, Any]) -> str:
+    parts = []
+    if t.get("syncing"):
+        parts.append(f"fetching ranges from {', '.join(t.get('fetching_from') or []) or '-'}"
+                     f" ({t.get('ranges_left')} of {t.get('ranges_total')} left)")
+    if t.get("leave_waiting_for"):
+        parts.append("leaving; waiting for " + ", ".join(t["leave_waiting_for"]))
+    parts.append(f"received {t.get('keys_received', 0)} keys"
+                 f" ({t.get('bytes_received', 0)} B),"
+                 f" sent {t.get('keys_sent', 0)} keys ({t.get('bytes_sent', 0)} B)")
+    return "; ".join(parts)
 
 
 @cluster.command("leave")
 @_node_option
-def cluster_leave(node: str) -> None:
-    """Ask the node at --node to hand its data to the new owners and leave."""
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the node has handed over its ranges and left.")
+@click.option("--timeout", default=600.0, show_default=True, metavar="SECONDS",
+              help="How long --wait waits.")
+def cluster_leave(node: str, wait: bool, timeout: float) -> None:
+    """Ask the node at --node to hand its ranges to their new owners, then leave."""
+    from rich.console import Console
+
     from ringkv.client import Client
 
     with _client_errors(), Client(node) as kv:
         result = kv.leave()
-    message = result.get("message") or result.get("status")
-    click.echo(str(message) if message else json.dumps(result))
+        node_id = str(result.get("node_id"))
+        if not wait:
+            click.echo(f"{node_id} is {result.get('status')}")
+            return
+        console = Console(stderr=True)
+        deadline = time.monotonic() + timeout
+        with console.status(f"{node_id} is handing over its ranges") as progress:
+            while True:
+                doc = kv.cluster()
+                me: dict[str, Any] = next((m for m in doc.get("members", [])
+                           if m.get("node_id") == node_id), {})
+                if me.get("status") == "left":
+                    break
+                if time.monotonic() > deadline:
+                    raise click.ClickException(
+                        f"{node_id} has not left after {timeout:.0f} s: "
+                        + _transfer_summary(doc.get("transfers") or {}))
+                progress.update(f"{node_id} is {me.get('status')}: "
+                                + _transfer_summary(doc.get("transfers") or {}))
+                time.sleep(0.5)
+    click.echo(f"{node_id} has left the cluster; it can be stopped")
+
+
+@cluster.command("remove")
+@click.argument("node_id")
+@_node_option
+def cluster_remove(node_id: str, node: str) -> None:
+    """Remove NODE_ID, a node that is dead for good; its ranges are re-replicated."""
+    from ringkv.client import Client
+
+    with _client_errors(), Client(node) as kv:
+        kv.remove(node_id)
+    click.echo(f"{node_id} removed; its ranges are being re-replicated from the survivors")
 
 
 @cluster.command("lookup")
@@ -551,3 +619,7 @@ if __name__ == "__main__":  # pragma: no cover
 from sim.cli import sim_command  # noqa: E402 - the simulation's command, added last
 
 main.add_command(sim_command)
+
+from ringkv.experiment import experiment  # noqa: E402 - consistency experiments (PBS)
+
+main.add_command(experiment)

@@ -56,6 +56,7 @@ from ringkv.client_protocol import (
     parse_get,
     parse_json,
     parse_put,
+    remove_path,
 )
 from ringkv.client_protocol import key_bytes as key_bytes
 from ringkv.client_protocol import key_path as key_path
@@ -324,6 +325,11 @@ class Client:
         doc = parse_json(self._send(HttpRequest("POST", "/cluster/leave")))
         return dict(doc) if isinstance(doc, dict) else {"result": doc}
 
+    def remove(self, node_id: str) -> dict[str, Any]:
+        """Remove a member that is dead for good; its ranges are re-replicated."""
+        doc = parse_json(self._send(HttpRequest("POST", remove_path(node_id))))
+        return dict(doc) if isinstance(doc, dict) else {"result": doc}
+
     def metrics(self) -> str:
         """Prometheus text exposition of the node's metrics."""
         resp = self._send(HttpRequest("GET", "/metrics"))
@@ -457,6 +463,11 @@ class AsyncClient:
     async def leave(self) -> dict[str, Any]:
         """Ask this node to hand off its data and leave the cluster."""
         doc = parse_json(await self._send(HttpRequest("POST", "/cluster/leave")))
+        return dict(doc) if isinstance(doc, dict) else {"result": doc}
+
+    async def remove(self, node_id: str) -> dict[str, Any]:
+        """Remove a member that is dead for good; its ranges are re-replicated."""
+        doc = parse_json(await self._send(HttpRequest("POST", remove_path(node_id))))
         return dict(doc) if isinstance(doc, dict) else {"result": doc}
 
     async def metrics(self) -> str:

@@ -282,6 +282,10 @@ def build_lookup(key: str | bytes) -> HttpRequest:
     return HttpRequest("GET", "/ring/lookup?key=" + quote(key_bytes(key), safe=""))
 
 
+def remove_path(node_id: str) -> str:
+    return "/cluster/remove/" + quote(node_id, safe="")
+
+
 # ------------------------------------------------------ pure protocol: parsing answers
 
 

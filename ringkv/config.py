@@ -19,9 +19,11 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, NoReturn
+
+from pbs.distributions import LatencySpecError, parse_legs
 
 __all__ = [
     "ConfigError",
@@ -102,13 +104,24 @@ class NodeConfig:
     # 3 s: well above a healthy LAN round trip plus an fsync, well below a client's
     # patience; requests may ask for less or more with ?timeout=.
     request_timeout_ms: int = 3000
-    # 0.5 s pings keep failure detection within a few seconds at negligible traffic.
+    # One gossip round every 0.5 s: membership news reaches 200 nodes in ~3 s and a
+    # crash is judged down in ~5 s, for ~2 KB/s per node at 50 nodes
+    # (docs/membership.md).
     heartbeat_interval: float = 0.5
-    # Six missed heartbeats: rides out a GC pause or a busy event loop, yet marks a
-    # crashed peer down quickly enough for sloppy quorum to take over.
-    failure_timeout: float = 3.0
+    # Cassandra's phi_convict_threshold: a peer is down once the heartbeat silence has
+    # a probability below 10**-8 under the inter-arrival times seen so far (plus a 1 s
+    # allowance for pauses). 8 rides out a 1 s GC pause and convicts a crash in ~5 s.
+    phi_convict_threshold: float = 8.0
     # Paced handoff: a recovering node is not flooded with every hint at once.
     hint_replay_batch: int = 64
+    # A joiner waits this long before fetching its ranges, so that every coordinator
+    # has learnt it is joining and sends it new writes: a write that reaches only the
+    # old owners after the fetch passed its key would be missed (Cassandra's ring_delay).
+    join_settle: float = 3.0
+    # A record holding only tombstones is compacted to its causal context once every
+    # replica holds it and this long has passed: a day leaves room to notice and repair
+    # a fault before the tombstones go (Cassandra's gc_grace_seconds is ten days).
+    tombstone_grace: float = 86400.0
     # "info" logs membership changes and start/stop; "debug" logs every request.
     log_level: str = "info"
     # "dvv": concurrent writes are kept as siblings (never lose a write). "lww": the
@@ -116,6 +129,13 @@ class NodeConfig:
     # allow_mult=false and Cassandra do; an explicit opt-in, and the simulation's
     # negative control.
     conflict: str = "dvv"
+    # Latency injection for consistency experiments (`ringkv.latency`): a delay spec per
+    # WARS leg, e.g. "W=exp:10,A=exp:1,R=exp:1,S=exp:1" (ms). It slows the node on
+    # purpose, so it is refused unless `experimental` is on too: one setting alone,
+    # e.g. left over in a config file or the environment, cannot turn it on.
+    inject_latency: str | None = None
+    # The second switch for experimental settings (--experimental, RINGKV_EXPERIMENTAL=1).
+    experimental: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, list):
@@ -153,6 +173,10 @@ class NodeConfig:
                 if not value:
                     continue
                 value = ",".join(value)
+            if isinstance(value, bool):  # a flag: present when on
+                if value:
+                    args.append(cli_flag(f.name))
+                continue
             args += [cli_flag(f.name), str(value)]
         return args
 
@@ -177,10 +201,14 @@ _KINDS: dict[str, str] = {
     "max_value_bytes": "int",
     "request_timeout_ms": "int",
     "heartbeat_interval": "float",
-    "failure_timeout": "float",
+    "phi_convict_threshold": "float",
     "hint_replay_batch": "int",
+    "join_settle": "float",
+    "tombstone_grace": "float",
     "log_level": "choice",
     "conflict": "choice",
+    "inject_latency": "optstr",
+    "experimental": "bool",
 }
 assert set(_KINDS) == {f.name for f in fields(NodeConfig)}, "keep _KINDS in step with NodeConfig"
 
@@ -194,6 +222,10 @@ _ALIASES: dict[str, dict[str, str]] = {"log_level": {"warn": "warning", "fatal":
 _DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in fields(NodeConfig) if f.default is not MISSING
 }
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def cli_flag(name: str) -> str:
@@ -294,8 +326,9 @@ def fast_test_config(node_id: str = "n1", **overrides: Any) -> NodeConfig:
         "sync": "none",
         "vnodes": 32,
         "heartbeat_interval": 0.05,
-        "failure_timeout": 0.5,
         "anti_entropy_interval": 1.0,
+        "tombstone_grace": 2.0,
+        "join_settle": 0.3,
         "request_timeout_ms": 1000,
         "log_level": "warning",
     }
@@ -350,6 +383,12 @@ def _coerce(name: str, raw: object, label: str) -> Any:
             except ValueError:
                 pass
         raise ConfigError(label, f"not a number: {raw!r}")
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ConfigError(label, f"expected 1/0, true/false, yes/no or on/off, got {raw!r}")
     if kind == "seeds":
         if isinstance(raw, str):
             items: list[object] = list(raw.split(","))
@@ -401,6 +440,8 @@ def _check_all(values: Mapping[str, Any], labels: Mapping[str, str]) -> None:
             or not math.isfinite(value)
         ):
             fail(name, f"not a finite number: {value!r}")
+        if kind == "bool" and not isinstance(value, bool):
+            fail(name, f"expected true or false, got {value!r}")
         if kind in ("str", "choice") and not isinstance(value, str):
             fail(name, f"expected a string, got {value!r}")
         if kind == "optstr" and not (value is None or (isinstance(value, str) and value)):
@@ -430,9 +471,13 @@ def _check_all(values: Mapping[str, Any], labels: Mapping[str, str]) -> None:
     for name, choices in _CHOICES.items():
         if values[name] not in choices:
             fail(name, f"must be one of {', '.join(choices)}, got {values[name]!r}")
-    for name in ("anti_entropy_interval", "heartbeat_interval", "failure_timeout"):
+    if values["tombstone_grace"] < 0:
+        fail("tombstone_grace", f"must be at least 0, got {values['tombstone_grace']}")
+    for name in ("anti_entropy_interval", "heartbeat_interval", "phi_convict_threshold"):
         if values[name] <= 0:
             fail(name, f"must be greater than 0, got {values[name]}")
+    if values["join_settle"] < 0:
+        fail("join_settle", f"must be at least 0, got {values['join_settle']}")
     for name in ("max_value_bytes", "request_timeout_ms", "hint_replay_batch"):
         if values[name] < 1:
             fail(name, f"must be at least 1, got {values[name]}")
@@ -449,20 +494,25 @@ def _check_all(values: Mapping[str, Any], labels: Mapping[str, str]) -> None:
         name = "http_port" if "http_port" in labels and "rpc_port" not in labels else "rpc_port"
         other = "rpc_port" if name == "http_port" else "http_port"
         fail(name, f"must differ from the {other.replace('_', ' ')} ({values[other]})")
-    if values["failure_timeout"] <= values["heartbeat_interval"]:
-        if "heartbeat_interval" in labels and "failure_timeout" not in labels:
-            fail(
-                "heartbeat_interval",
-                f"must be less than the failure timeout ({values['failure_timeout']}),"
-                f" got {values['heartbeat_interval']}",
-            )
-        fail(
-            "failure_timeout",
-            f"must be greater than the heartbeat interval ({values['heartbeat_interval']}),"
-            f" got {values['failure_timeout']}",
-        )
+    _check_inject_latency(values, fail)
     if "node_id" not in values:
         raise ConfigError(
             "--node-id",
             f"required (give --node-id, {env_var('node_id')} or node_id in the config file)",
         )
+
+
+def _check_inject_latency(values: Mapping[str, Any],
+                          fail: Callable[[str, str], NoReturn]) -> None:
+    """Latency injection needs a valid spec and the explicit experimental switch."""
+    spec = values.get("inject_latency")
+    if spec is None:
+        return
+    try:
+        parse_legs(spec)
+    except LatencySpecError as exc:
+        fail("inject_latency", str(exc))
+    if not values.get("experimental"):
+        fail("inject_latency", "latency injection slows every replica message on purpose "
+             "and is for experiments only; it also needs --experimental "
+             f"(or {env_var('experimental')}=1)")

@@ -54,6 +54,8 @@ class DevClusterSpec:
     vnodes: int | None = None
     sync: str | None = None
     cluster_secret: str | None = None
+    inject_latency: str | None = None  # experiments only: every node delays WARS legs
+    experimental: bool | None = None
 
     def node_id(self, i: int) -> str:
         return f"n{i}"
@@ -84,10 +86,13 @@ class DevClusterSpec:
             "--seeds",
             "" if i == 1 else f"{HOST}:{self.base_rpc_port}",
         ]
-        for name in ("storage", "n", "r", "w", "vnodes", "sync", "cluster_secret"):
+        for name in ("storage", "n", "r", "w", "vnodes", "sync", "cluster_secret",
+                     "inject_latency"):
             value = getattr(self, name)
             if value is not None:
                 args += ["--" + name.replace("_", "-"), str(value)]
+        if self.experimental:
+            args.append("--experimental")
         return args
 
     def node_command(self, i: int) -> list[str]:
@@ -117,7 +122,8 @@ class DevClusterSpec:
             "http_port": self.base_http_port,
             "rpc_port": self.base_rpc_port,
         }
-        for name in ("storage", "n", "r", "w", "vnodes", "sync", "cluster_secret"):
+        for name in ("storage", "n", "r", "w", "vnodes", "sync", "cluster_secret",
+                     "inject_latency", "experimental"):
             options[name] = getattr(self, name)
         load_config(options, env={})
 

@@ -15,7 +15,7 @@ import base64
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
@@ -64,6 +64,11 @@ def _key(request: web.Request) -> bytes:
     return key
 
 
+def _is_digits(text: str) -> bool:
+    """Plain ASCII digits only: `int()` would also take "+2", " 2", "1_000" and "²"."""
+    return 0 < len(text) <= 12 and text.isascii() and text.isdigit()
+
+
 def _quorum(request: web.Request, name: str, n: int) -> int | None:
     text = request.query.get(name)
     if text is None:
@@ -71,10 +76,9 @@ def _quorum(request: web.Request, name: str, n: int) -> int | None:
     named = {"one": 1, "quorum": n // 2 + 1, "all": n}
     if text in named:
         return named[text]
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(400, f"{name} must be 1..{n}, one, quorum or all; got {text!r}") from None
+    if not _is_digits(text):
+        raise BadRequest(400, f"{name} must be 1..{n}, one, quorum or all; got {text!r}")
+    value = int(text)
     if not 1 <= value <= n:
         raise BadRequest(400, f"{name}={value} is out of range 1..{n}")
     return value
@@ -84,10 +88,9 @@ def _positive_int(request: web.Request, name: str, limit: int) -> int | None:
     text = request.query.get(name)
     if text is None:
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(400, f"{name} must be a whole number; got {text!r}") from None
+    if not _is_digits(text):
+        raise BadRequest(400, f"{name} must be a whole number; got {text!r}")
+    value = int(text)
     if not 0 < value <= limit:
         raise BadRequest(400, f"{name} must be between 1 and {limit}; got {value}")
     return value
@@ -126,6 +129,7 @@ class Api:
     # --- helpers ----------------------------------------------------------------------
 
     def _receipt(self, resp: ReadOk | NotFound) -> dict[str, str]:
+        self.metrics.observe_receipt(len(resp.replied), len(resp.stale))
         return {"X-Ringkv-Replied": ",".join(resp.replied),
                 "X-Ringkv-Stale": ",".join(resp.stale)}
 
@@ -226,17 +230,21 @@ class Api:
 
     async def cluster(self, request: web.Request) -> web.Response:
         now = time.time()
-        ownership = self.node.ring.ownership() if self.node.ring.nodes else {}
+        node = self.node
+        ownership = node.ring.ownership() if node.ring.nodes else {}
+        replicas = node.ring.replica_ownership(node.n) if node.ring.nodes else {}
         members = [
             {"node_id": m.node_id, "http": m.http, "rpc": m.rpc,
-             "status": self.node.view_status(m, now),
+             "status": node.view_status(m, now),
              "ownership": round(ownership.get(m.node_id, 0.0), 6),
+             "replica_share": round(replicas.get(m.node_id, 0.0), 6),
              "tokens": len(m.tokens)}
-            for m in self.node.members.members()
+            for m in node.members.members()
         ]
-        return web.json_response({"node_id": self.node.id, "n": self.node.n,
-                                  "r": self.node.r, "w": self.node.w,
-                                  "hints_pending": self.node.store.hints_pending(),
+        return web.json_response({"node_id": node.id, "n": node.n,
+                                  "r": node.r, "w": node.w,
+                                  "hints_pending": node.store.hints_pending(),
+                                  "transfers": node.transfers.view(),
                                   "members": members})
 
     async def ring_lookup(self, request: web.Request) -> web.Response:
@@ -252,12 +260,36 @@ class Api:
                                   "preference_list": self.node.preference_list(raw)})
 
     async def leave(self, request: web.Request) -> web.Response:
-        return _error(501, "leaving a cluster (handing ranges to their new owners) is not "
-                           "implemented yet; stop the node to take it down temporarily")
+        error = self.runtime.leave()
+        if error is not None:
+            return _error(409, error)
+        return web.json_response({"node_id": self.node.id, "status": self._own_status()},
+                                 status=202)
+
+    async def remove(self, request: web.Request) -> web.Response:
+        node_id = request.match_info["node_id"]
+        if node_id not in self.node.members:
+            return _error(404, f"no member named {node_id!r}")
+        error = self.runtime.remove(node_id)
+        if error is not None:
+            return _error(409, error)
+        return web.json_response({"node_id": node_id, "status": "left"}, status=202)
+
+    def _own_status(self) -> str:
+        me = self.node.members.get(self.node.id)
+        return me.status if me is not None else "joining"
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         body, ctype = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": ctype})
+
+    async def injected_latency(self, request: web.Request) -> web.Response:
+        """The WARS leg delays this node injected (experiments, `ringkv.latency`)."""
+        injector = self.runtime.injector
+        if injector is None:
+            return _error(404, "latency injection is off on this node")
+        samples = request.query.get("samples", "1") != "0"
+        return web.json_response({"node_id": self.node.id, **injector.snapshot(samples)})
 
     async def local_record(self, request: web.Request) -> web.Response:
         """This node's own copy of a key, for operators and tests (no quorum)."""
@@ -301,11 +333,32 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp's own errors (unknown path, method not allowed) as the API's JSON errors."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        extra: dict[str, object] = {}
+        allowed = exc.headers.get("Allow")
+        if allowed:
+            extra["allowed"] = allowed.split(",")
+        response = _error(exc.status, f"{exc.reason}: {request.method} {request.path}",
+                          **extra)
+        if allowed:
+            response.headers["Allow"] = allowed
+        return response
+
+
 def make_app(runtime: NodeRuntime) -> web.Application:
     api = Api(runtime)
     # The body limit is enforced by _read_body; aiohttp's own limit only guards
     # request.read(), which we do not use.
-    app = web.Application(client_max_size=runtime.config.max_value_bytes + 1)
+    app = web.Application(client_max_size=runtime.config.max_value_bytes + 1,
+                          middlewares=[_json_errors])
     app.router.add_put("/kv/{key:[\\s\\S]+}", api.put)
     app.router.add_get("/kv/{key:[\\s\\S]+}", api.get)
     app.router.add_delete("/kv/{key:[\\s\\S]+}", api.delete)
@@ -314,8 +367,10 @@ def make_app(runtime: NodeRuntime) -> web.Application:
     app.router.add_get("/cluster", api.cluster)
     app.router.add_get("/ring/lookup", api.ring_lookup)
     app.router.add_post("/cluster/leave", api.leave)
+    app.router.add_post("/cluster/remove/{node_id}", api.remove)
     app.router.add_get("/metrics", api.metrics_endpoint)
     app.router.add_get("/debug/local/kv/{key:[\\s\\S]+}", api.local_record)
+    app.router.add_get("/debug/latency", api.injected_latency)
     return app
 
 

@@ -43,23 +43,24 @@ from coordinator.requests import (
     WriteOk,
     WriteRequest,
 )
-from gossip.detector import FailureDetector
-from gossip.membership import LEFT, UP, Member, Membership
+from gossip.gossiper import Gossiper, GossipResult
+from gossip.membership import JOINING, LEAVING, LEFT, UP, Member, Membership
+from gossip.messages import GossipAck, GossipAck2, GossipSyn
+from gossip.phi import PhiAccrualDetector, PhiSettings
 from ring.allocation import allocate_tokens, initial_tokens
 from ring.ring import Ring
 from ring.token import key_token
+from ring.transition import write_extras
 from ringkv.anti_entropy import AntiEntropy
 from ringkv.config import NodeConfig
 from ringkv.effects import Effect, Reply, Send, SetTimer
+from ringkv.transfer import Transfers
 from ringkv.wire import (
     ForwardReply,
     ForwardWrite,
     JoinReply,
     JoinRequest,
-    MembersUpdate,
     Message,
-    Ping,
-    Pong,
     ReplicaGet,
     ReplicaGetReply,
     ReplicaPut,
@@ -71,7 +72,7 @@ from storage.record import Record
 from storage.store import KeyStore
 from storage.versions import Actor, Versions, lww_resolve, update
 
-ANNOUNCE_FOR = 10.0  # seconds a node sends its own record with its pings after a change
+ANNOUNCE_FOR = 10.0  # seconds a node sends its own record with its gossip after a change
 FORWARD_MEMORY = 30.0  # seconds a forwarded write's id is remembered, to drop duplicates
 JOIN_RETRY = 1.0  # seconds between join attempts while no seed has answered
 HINT_TIMEOUT = 5.0  # seconds before an unacknowledged hint delivery is retried
@@ -138,7 +139,8 @@ class Node:
         self.store = KeyStore(engine)
         self.rng = rng
         self.stats = Stats()
-        self.detector = FailureDetector(config.failure_timeout)
+        self.detector = PhiAccrualDetector(PhiSettings.for_interval(
+            config.heartbeat_interval, config.phi_convict_threshold))
         self.members = Membership()
         self.n, self.r, self.w = config.n, config.r, config.w
         # Last-write-wins keeps one sibling everywhere a state is formed.
@@ -148,14 +150,23 @@ class Node:
         # request of an earlier life can never be taken for an answer to a new one.
         self._next_id = rng.getrandbits(48) + 1
         self._seen_forwards: dict[tuple[str, int], float] = {}
-        self._next_ping = now
         self._next_join = now
-        self._ping_seq = 0
-        self._announce_until = now + ANNOUNCE_FOR
         self.addresses_changed = True
         self._load_identity()
+        self.ring = Ring()
+        self.pending = self.ring
+        self.transfers = Transfers(self)
         self.joined = self._load_membership(now)
-        self.ring = Ring(self.members.ring_tokens())
+        self.gossiper = Gossiper(self.id, self.members, self.detector, rng, now,
+                                 interval=config.heartbeat_interval, announce_for=ANNOUNCE_FOR)
+        self._rebuild_rings()
+        if self.transfers.held is None and self.joined:
+            # A node founding a cluster, or data kept from before held rings existed.
+            self.transfers.hold(self.pending)
+        if self.joined:
+            # A restart in the middle of a transfer resumes it; the only effects a
+            # completed one has are on this node's own record, which pings spread.
+            self.transfers.ring_changed(now)
         self.anti_entropy = AntiEntropy(self)
 
     # --- identity and metadata ---------------------------------------------------------
@@ -195,18 +206,17 @@ class Node:
             self.members.merge(Member.from_wire(m) for m in records)
             me = self.members.get(self.id)
             if me is not None and me.tokens:
-                # A restart: same place in the ring, fresh addresses, a newer version.
-                fresh = self._my_record(me.tokens, me.version + 1)
+                # A restart: same place in the ring and status, fresh addresses and
+                # incarnation, a newer version.
+                fresh = replace(self._my_record(me.tokens, me.version + 1), status=me.status)
                 self.members.merge_one(fresh)
-                for m in self.members.members():
-                    if m.node_id != self.id:
-                        self.detector.watch(m.node_id, now)
                 self._persist_membership()
                 return True
         if self._bootstraps():
             me = self._my_record(initial_tokens(self.id, self.config.vnodes), 1)
             self.members.merge_one(me)
             self._persist_membership()
+            self.transfers.hold(Ring(self.members.ring_tokens()))
             return True
         return False
 
@@ -231,17 +241,71 @@ class Node:
         self.store.put_meta("cluster", {"n": self.n, "r": self.r, "w": self.w})
         self.store.put_meta("members", [m.to_wire() for m in self.members.members()])
 
-    def _membership_changed(self) -> None:
-        tokens = self.members.ring_tokens()
-        if tokens != {n: self.ring.tokens_of(n) for n in self.ring.nodes}:
-            self.ring = Ring(tokens)
+    def _rebuild_rings(self) -> bool:
+        """Rebuild the current and pending rings from member statuses; True if changed."""
+        current = self.members.ring_tokens((UP, LEAVING))
+        pending = self.members.ring_tokens((JOINING, UP))
+        changed = False
+        if current != self.ring.token_map():
+            self.ring = Ring(current)
+            changed = True
+        if pending == current:
+            changed |= self.pending is not self.ring
+            self.pending = self.ring
+        elif pending != self.pending.token_map() or self.pending is self.ring:
+            self.pending = Ring(pending)
+            changed = True
+        return changed
+
+    def _membership_changed(self, now: float) -> list[Effect]:
         self.addresses_changed = True
         self._persist_membership()
+        if self._rebuild_rings():
+            return self.transfers.ring_changed(now)
+        return []
+
+    def set_own_status(self, status: str, now: float) -> list[Effect]:
+        """Change this node's membership status and spread it."""
+        me = self.members.get(self.id)
+        if me is None or me.status == status:
+            return []
+        self.gossiper.update_own(replace(me, status=status, version=me.version + 1), now)
+        return self._membership_changed(now)
+
+    def start_leave(self, now: float) -> tuple[str | None, list[Effect]]:
+        """Begin handing this node's ranges to their new owners; an error or effects."""
+        me = self.members.get(self.id)
+        if not self.joined or me is None:
+            return "node has not joined a cluster", []
+        if me.status in (LEAVING, LEFT):
+            return None, []
+        if me.status != UP:
+            return f"node is {me.status}; only an up node can leave", []
+        others = [m for m in self.members.members()
+                  if m.node_id != self.id and m.status in (UP, JOINING)]
+        if not others:
+            return "the last node of a cluster cannot leave it", []
+        return None, self.set_own_status(LEAVING, now)
+
+    def remove_member(self, node_id: str, now: float) -> tuple[str | None, list[Effect]]:
+        """Remove a node that is dead for good; its ranges are re-replicated."""
+        member = self.members.get(node_id)
+        if member is None:
+            return f"no member named {node_id!r}", []
+        if node_id == self.id:
+            return "a node cannot remove itself; use leave", []
+        if member.status == LEFT:
+            return None, []
+        if self.is_up(node_id, now):
+            return f"{node_id} is up; stop it first, or ask it to leave", []
+        # The one record a node writes for another: a newer version wins everywhere.
+        removed = replace(member, status=LEFT, version=member.version + 1)
+        return None, self._on_gossip(self.gossiper.learn([removed], now), now)
 
     # --- views for the HTTP layer -------------------------------------------------------
 
     def is_up(self, node_id: str, now: float) -> bool:
-        return node_id == self.id or self.detector.is_up(node_id, now)
+        return self.gossiper.is_up(node_id, now)
 
     def view_status(self, member: Member, now: float) -> str:
         if member.status == UP and not self.is_up(member.node_id, now):
@@ -332,8 +396,20 @@ class Node:
                 self.store.merge_hint(token, req.key, mine.hint_for, state, self._resolve)
                 self.stats.hints_stored += 1
         self._hint_uncovered(token, req.key, targets, state)
+        required = w
+        for extra in write_extras(self.ring, self.pending, token, self.n):
+            # A range in transit: its pending owner gets every write too, and must
+            # acknowledge it (Cassandra's W + pending), unless it is down: then a hint.
+            if any(t.node == extra for t in targets):
+                continue
+            if self.is_up(extra, now):
+                targets.append(Target(extra, None))
+                required += 1
+            elif extra != self.id:
+                self.store.merge_hint(token, req.key, extra, state, self._resolve)
+                self.stats.hints_stored += 1
         req_id = self._new_id()
-        quorum = WriteQuorum(w, tuple(targets))
+        quorum = WriteQuorum(required, tuple(targets))
         self._ops[req_id] = _WriteOp(req.key, quorum, client_ctx, reply_to, state)
         effects: list[Effect] = [SetTimer(deadline, req_id)]
         for t in targets:
@@ -413,8 +489,6 @@ class Node:
     # --- messages ---------------------------------------------------------------------
 
     def receive(self, src: str, msg: Message, now: float) -> list[Effect]:
-        if src != self.id and self.detector.heard(src, now) and src in self.members:
-            self.addresses_changed = True
         match msg:
             case ReplicaPut():
                 return self._on_replica_put(src, msg)
@@ -440,25 +514,16 @@ class Node:
                     del self._ops[req_id]
                     return [self._answer(op.reply_to, response)]
                 return []
-            case Ping(seq, digest, sender):
-                effects: list[Effect] = []
-                if sender is not None and sender.node_id == src:
-                    effects = self._merge_members((sender,), now)
-                effects.append(Send(src, Pong(seq, tuple(self.members.newer_than(digest)),
-                                              self.members.digest())))
-                return effects
-            case Pong(_, records, digest):
-                effects = self._merge_members(records, now)
-                newer = self.members.newer_than(digest)
-                if newer:
-                    effects.append(Send(src, MembersUpdate(tuple(newer))))
-                return effects
-            case MembersUpdate(records):
-                return self._merge_members(records, now)
+            case GossipSyn() | GossipAck() | GossipAck2():
+                if not self.joined:
+                    return []  # our own record must come from a seed's join reply
+                return self._on_gossip(self.gossiper.receive(src, msg, now), now)
             case JoinRequest(record, vnodes):
                 return self._on_join_request(src, record, vnodes, now)
             case JoinReply():
                 return self._on_join_reply(msg, now)
+        if msg.TYPE in self.transfers.MESSAGE_TYPES:
+            return self.transfers.receive(src, msg, now)
         if msg.TYPE in self.anti_entropy.MESSAGE_TYPES:
             return self.anti_entropy.receive(src, msg, now)
         return []
@@ -538,16 +603,9 @@ class Node:
                 for seed in self._seeds():
                     effects.append(Send(f"seed:{seed}", JoinRequest(me, self.config.vnodes)))
             return effects
-        if now >= self._next_ping:
-            self._next_ping = now + self.config.heartbeat_interval
-            self._ping_seq += 1
-            digest = self.members.digest()
-            announce = self.members.get(self.id) if now < self._announce_until else None
-            ping = Ping(self._ping_seq, digest, announce)
-            for m in self.members.members():
-                if m.node_id != self.id and m.status != LEFT:
-                    effects.append(Send(m.node_id, ping))
+        effects.extend(Send(dst, msg) for dst, msg in self.gossiper.tick(now))
         effects.extend(self._replay_hints(now))
+        effects.extend(self.transfers.tick(now))
         effects.extend(self.anti_entropy.tick(now))
         if self._seen_forwards:
             self._seen_forwards = {k: t for k, t in self._seen_forwards.items() if t > now}
@@ -591,24 +649,13 @@ class Node:
 
     # --- membership -----------------------------------------------------------------------
 
-    def _merge_members(self, records: tuple[Member, ...], now: float) -> list[Effect]:
-        mine = self.members.get(self.id)
-        changed = False
-        for rec in records:
-            if rec.node_id == self.id:
-                # Someone holds a record of us at least as new as ours (we restarted
-                # from an older state): refute it by moving our version past it.
-                if mine is not None and rec.version >= mine.version:
-                    mine = replace(mine, version=rec.version + 1)
-                    changed |= self.members.merge_one(mine)
-                    self._announce_until = now + ANNOUNCE_FOR
-                continue
-            if self.members.merge_one(rec):
-                changed = True
-                self.detector.watch(rec.node_id, now)
-        if changed:
-            self._membership_changed()
-        return []
+    def _on_gossip(self, result: GossipResult, now: float) -> list[Effect]:
+        effects: list[Effect] = [Send(dst, msg) for dst, msg in result.sends]
+        if result.recovered:
+            self.addresses_changed = True  # the runtime redials a member that is back
+        if result.changed:
+            effects.extend(self._membership_changed(now))
+        return effects
 
     def _on_join_request(self, src: str, record: Member, vnodes: int,
                          now: float) -> list[Effect]:
@@ -630,12 +677,13 @@ class Node:
             existing = {k: v for k, v in self.members.ring_tokens().items() if k != src}
             tokens = allocate_tokens(existing, src, vnodes, replicas=self.n)
         version = max(record.version, known.version if known else 0) + 1
-        joined = Member(src, record.http, record.rpc, tokens, UP, version, record.generation)
-        self.members.merge_one(joined)
-        self.detector.heard(src, now)
-        self._membership_changed()
-        return [Send(src, JoinReply(True, "", tuple(self.members.members()),
-                                    self.n, self.r, self.w))]
+        # Joining until it has fetched its ranges: it takes writes, not reads.
+        joined = Member(src, record.http, record.rpc, tokens, JOINING, version,
+                        record.generation)
+        effects = self._on_gossip(self.gossiper.learn([joined], now), now)
+        effects.append(Send(src, JoinReply(True, "", tuple(self.members.members()),
+                                           self.n, self.r, self.w)))
+        return effects
 
     def _on_join_reply(self, msg: JoinReply, now: float) -> list[Effect]:
         if self.joined or not msg.ok:
@@ -644,10 +692,7 @@ class Node:
         if me is None or not me.tokens:
             return []
         self.n, self.r, self.w = msg.n, msg.r, msg.w
-        for rec in msg.records:
-            self.members.merge_one(rec)
-            if rec.node_id != self.id:
-                self.detector.watch(rec.node_id, now)
         self.joined = True
-        self._membership_changed()
-        return []
+        self.transfers.delay(now + self.config.join_settle)
+        result = self.gossiper.learn(msg.records, now)
+        return self._on_gossip(result, now) if result.changed else self._membership_changed(now)

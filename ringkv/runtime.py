@@ -27,6 +27,7 @@ from coordinator.requests import ClientRequest, ClientResponse
 from ringkv import wire
 from ringkv.config import NodeConfig
 from ringkv.effects import Effect, Reply, Send, SetTimer
+from ringkv.latency import LatencyInjector
 from ringkv.node import Node
 from ringkv.transport import Transport
 from storage.engine import Engine
@@ -67,6 +68,10 @@ class NodeRuntime:
         self.bad_frames = 0
         self._seeds_forgotten = False
         self.commits = 0
+        # Experiments only (config refuses it without `experimental`): WARS leg delays.
+        self.injector = (LatencyInjector.from_spec(config.inject_latency,
+                                                   random.Random(os.urandom(16)))
+                         if config.inject_latency else None)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -85,6 +90,10 @@ class NodeRuntime:
                            reuse_address=True)
         await site.start()
         self._ticker = asyncio.create_task(self._tick_loop())
+        if self.injector is not None:
+            log.warning("EXPERIMENTAL: latency injection is ON (%s): every replica message "
+                        "is delayed on purpose. Never run this node in production.",
+                        self.injector.legs.describe())
         log.info("node %s serving http %s:%d rpc %s:%d", self.config.node_id,
                  self.config.host, self.config.http_port, self.config.host,
                  self.config.rpc_port)
@@ -122,6 +131,18 @@ class NodeRuntime:
             return await fut
         finally:
             self._clients.pop(client_id, None)
+
+    def leave(self) -> str | None:
+        """Start handing this node's ranges over (POST /cluster/leave); an error or None."""
+        error, effects = self.node.start_leave(time.time())
+        self._run(effects)
+        return error
+
+    def remove(self, node_id: str) -> str | None:
+        """Remove a dead member for good (POST /cluster/remove/{node}); an error or None."""
+        error, effects = self.node.remove_member(node_id, time.time())
+        self._run(effects)
+        return error
 
     def _on_frame(self, src: str, payload: bytes) -> None:
         try:
@@ -162,9 +183,14 @@ class NodeRuntime:
             assert self._inflight_waiters is not None
             self._inflight_waiters.append(effect)
 
-    def _do(self, effect: Effect, encoded: dict[int, bytes]) -> None:
+    def _do(self, effect: Effect, encoded: dict[int, bytes], delayed: bool = False) -> None:
         assert self._loop is not None
         if isinstance(effect, Send):
+            if self.injector is not None and not delayed:
+                delay = self.injector.delay(effect.msg)
+                if delay > 0.0:  # the message leaves (or is delivered locally) late
+                    self._loop.call_later(delay, self._do, effect, {}, True)
+                    return
             if effect.dst == self.config.node_id:
                 self._loop.call_soon(self._deliver_local, effect.msg)
                 return

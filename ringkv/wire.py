@@ -28,6 +28,7 @@ from coordinator.requests import (
     WriteRequest,
 )
 from gossip.membership import Member
+from gossip.messages import GOSSIP_MESSAGES
 from storage.versions import (
     ContextError,
     Versions,
@@ -42,30 +43,6 @@ MAX_KEY_BYTES = 1024
 
 class WireError(ValueError):
     """A frame that is not a valid ringkv message."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ping:
-    TYPE: ClassVar[int] = 1
-    seq: int
-    digest: dict[str, int]
-    # The sender's own record, for a while after it changed (a restart, new addresses):
-    # peers that still dial an old address learn the new one without an answer from us.
-    sender: Member | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Pong:
-    TYPE: ClassVar[int] = 2
-    seq: int
-    records: tuple[Member, ...]
-    digest: dict[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class MembersUpdate:
-    TYPE: ClassVar[int] = 3
-    records: tuple[Member, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +116,13 @@ class Extension(Protocol):
 
 
 Message = (
-    Ping | Pong | MembersUpdate | JoinRequest | JoinReply | ReplicaPut | ReplicaPutAck
+    JoinRequest | JoinReply | ReplicaPut | ReplicaPutAck
     | ReplicaGet | ReplicaGetReply | ForwardWrite | ForwardReply | Extension
 )
 
 _EXTENSIONS: dict[int, Any] = {}
+# Ids 1-3 were the heartbeat ping, pong and members update that gossip (6-8) replaced:
+# retired, never to be reused, so a frame from an old node cannot be misread.
 _CORE_TYPES = frozenset(range(1, 6)) | frozenset(range(10, 14)) | {20, 21}
 
 
@@ -160,14 +139,6 @@ def _members(doc: Any) -> tuple[Member, ...]:
     if not isinstance(doc, list):
         raise WireError("expected a list of member records")
     return tuple(Member.from_wire(m) for m in doc)
-
-
-def _digest(doc: Any) -> dict[str, int]:
-    if not isinstance(doc, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) for k, v in doc.items()
-    ):
-        raise WireError("malformed digest")
-    return doc
 
 
 def _key(doc: Any) -> bytes:
@@ -242,12 +213,6 @@ def _response(doc: Any) -> ClientResponse:
 
 def _fields(msg: Message) -> list[Any]:
     match msg:
-        case Ping(seq, digest, sender):
-            return [seq, digest, None if sender is None else sender.to_wire()]
-        case Pong(seq, records, digest):
-            return [seq, [m.to_wire() for m in records], digest]
-        case MembersUpdate(records):
-            return [[m.to_wire() for m in records]]
         case JoinRequest(record, vnodes):
             return [record.to_wire(), vnodes]
         case JoinReply(ok, error, records, n, r, w):
@@ -299,12 +264,6 @@ def _node_id(doc: Any) -> str | None:
 
 def _decode_fields(type_id: Any, f: list[Any]) -> Message:  # noqa: C901 - one case a type
     match type_id, len(f):
-        case Ping.TYPE, 3:
-            return Ping(_int(f[0]), _digest(f[1]), None if f[2] is None else Member.from_wire(f[2]))
-        case Pong.TYPE, 3:
-            return Pong(_int(f[0]), _members(f[1]), _digest(f[2]))
-        case MembersUpdate.TYPE, 1:
-            return MembersUpdate(_members(f[0]))
         case JoinRequest.TYPE, 2:
             return JoinRequest(Member.from_wire(f[0]), _int(f[1]))
         case JoinReply.TYPE, 6:
@@ -329,3 +288,12 @@ def _decode_fields(type_id: Any, f: list[Any]) -> Message:  # noqa: C901 - one c
         return msg
     raise WireError(f"unknown message type {type_id!r} with {len(f)} fields")
 
+
+
+# Subsystem messages (imported last: they only need this module's `register`).
+from antientropy.messages import MESSAGES as AE_MESSAGES  # noqa: E402
+from ringkv.transfer_wire import TRANSFER_MESSAGES  # noqa: E402
+
+register(*TRANSFER_MESSAGES)
+register(*GOSSIP_MESSAGES)  # gossip/messages.py: types 6-8, 9 spare
+register(*AE_MESSAGES)  # antientropy/messages.py: types 30-33

@@ -21,6 +21,11 @@ Fault kinds (`FAULT_KINDS`):
   dup        every frame is duplicated with some probability for a while
   reorder    frames draw independent latencies for a while, so they overtake
   slow       some links become 5-100x slower for a while
+  leave      a node leaves the cluster (its ranges go to their new owners), and later
+             rejoins with an empty data dir, fetching its ranges again
+  remove     a node crashes and loses its disk for good; once the others judge it down,
+             an operator removes it (its ranges are re-replicated from the survivors);
+             later a new node with its name joins with an empty disk
 
 Invariants (what keeps the checkers' promises meaningful):
 - At most `max_down` nodes are crashed or paused at once, so a quorum usually exists.
@@ -29,6 +34,8 @@ Invariants (what keeps the checkers' promises meaningful):
   disks can lose acknowledged writes in any Dynamo-style store: not a bug to report.
 - Every episode's effect is undone by its own end or by `heal_all`; episodes may
   overlap (blocked links are counted per episode).
+- One membership change (leave or remove) at a time, and a removal counts as a disk
+  loss: a removed node's copies are gone exactly as if its disk had failed.
 """
 
 from __future__ import annotations
@@ -36,10 +43,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ringkv.effects import Effect
+from ringkv.node import Node
 from sim.world import World
 
 FAULT_KINDS = ("partition", "oneway", "pause", "crash", "torn", "disk", "skew", "drop",
-               "dup", "reorder", "slow")
+               "dup", "reorder", "slow", "leave", "remove")
 # Faults that trigger a known, reported and not yet fixed core bug: they stay out of the
 # default mix, so that a default sweep is a green gate for everything else, while strict
 # xfail tests track the bug. Empty today: the one such fault ("torn") found a bug that
@@ -74,12 +83,14 @@ class Nemesis:
         self._reorders: set[int] = set()
         self._episode = 0
         self._todo: list[str] = []
+        self._changing: str | None = None  # the node of the membership change under way
         self._actions: dict[str, Callable[[], bool]] = {
             "partition": self._partition, "oneway": self._oneway, "pause": self._pause,
             "crash": lambda: self._crash(False), "disk": lambda: self._crash(True),
             "torn": self._torn,
             "skew": self._skew, "drop": self._drop, "dup": self._dup,
             "reorder": self._reorder, "slow": self._slow,
+            "leave": self._leave, "remove": self._remove,
         }
 
     # --- the schedule --------------------------------------------------------------------
@@ -131,6 +142,8 @@ class Nemesis:
         for node in self.nodes:
             self.world.resume(node)
             self.world.restart(node)
+        if self._changing is not None:
+            self._finish_change(self._changing)
 
     # --- episodes (each returns False when it could not start) ---------------------------
 
@@ -269,3 +282,82 @@ class Nemesis:
     def _unslow(self, links: list[tuple[str, str]]) -> None:
         self.world.network.unslow(links)
         self._say("end slow")
+
+    # --- membership changes ------------------------------------------------------------
+
+    def _status(self, viewer: str, node: str) -> str | None:
+        host = self.world.hosts[viewer]
+        member = host.node.members.get(node) if host.node is not None else None
+        return member.status if member is not None else None
+
+    def _leave(self) -> bool:
+        if self._changing is not None:
+            return False
+        candidates = [n for n in self._up_candidates() if self._status(n, n) == "up"]
+        if not candidates:
+            return False
+        node = self.rng.choice(candidates)
+        if not self.world.act(node, lambda nd, now: nd.start_leave(now)[1]):
+            return False
+        self._changing = node
+        self._say(f"leave {node}")
+        self.world.after(self._duration(), self._after_leave, node)
+        return True
+
+    def _after_leave(self, node: str) -> None:
+        """Rejoin once the node has left, with an empty data dir: a new node, in effect."""
+        if self._changing != node:
+            return
+        if self._status(node, node) != "left":
+            self.world.after(1.0, self._after_leave, node)  # still handing over
+            return
+        self._say(f"rejoin {node} with an empty disk")
+        self.world.crash(node, lose_disk=True)
+        self.world.restart(node)
+        self._changing = None
+
+    def _remove(self) -> bool:
+        if self._changing is not None or self.disk_losses >= self.config.max_disk_losses:
+            return False
+        candidates = self._up_candidates()
+        if len(candidates) < 2:
+            return False
+        node = self.rng.choice(candidates)
+        self.disk_losses += 1
+        self._changing = node
+        self._say(f"remove {node}: crashed for good")
+        self.world.crash(node, lose_disk=True)
+        self.world.after(5.0, self._operator_removes, node)
+        return True
+
+    def _operator_removes(self, node: str) -> None:
+        if self._changing != node:
+            return
+        others = [n for n in self.world.running() if n != node and n not in self.world.down()]
+        if others:
+            viewer = self.rng.choice(others)
+            errors: list[str] = []
+
+            def remove(nd: Node, now: float) -> list[Effect]:
+                error, effects = nd.remove_member(node, now)
+                if error:
+                    errors.append(error)
+                return effects
+
+            if self.world.act(viewer, remove) and not errors:
+                self._say(f"{viewer} removes {node}")
+                self.world.after(self._duration(), self._finish_change, node)
+                return
+        self.world.after(1.0, self._operator_removes, node)  # not judged down yet
+
+    def _finish_change(self, node: str) -> None:
+        """End a membership change: a removed node's name rejoins with an empty disk; a
+        leaving node rejoins as soon as it has left."""
+        if self._changing != node:
+            return
+        if self.world.hosts[node].node is None:
+            self._say(f"a new {node} joins with an empty disk")
+            self.world.restart(node)
+            self._changing = None
+        else:
+            self._after_leave(node)

@@ -14,12 +14,17 @@ Invariants:
 - A frame crossing a blocked link is dropped at send, and again at delivery if a
   partition started while it was in flight (`blocked`).
 - Latencies are positive: no frame arrives at the instant it was sent.
+- Per-message-type latency (`inject`, off unless set): a hook such as
+  `ringkv.latency.LatencyInjector.delay` adds its delay (seconds) to a frame's link
+  latency, by message type (the WARS legs of a consistency experiment). It applies to
+  a frame a node sends itself too (`local_delay`), as the runtime's injection does.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 LATENCY_KINDS = ("exp", "uniform", "lognormal", "pareto")
@@ -79,6 +84,8 @@ class Network:
     drop_rate: float = 0.0
     dup_rate: float = 0.0
     reorder: bool = False
+    # Extra delay (seconds) by message, drawn by the hook: latency injection.
+    inject: Callable[[object], float] | None = None
 
     def __post_init__(self) -> None:
         self.links: dict[tuple[str, str], Latency] = {}
@@ -132,7 +139,11 @@ class Network:
 
     # --- the decision ---------------------------------------------------------------------
 
-    def arrivals(self, src: str, dst: str, now: float) -> list[float]:
+    def local_delay(self, msg: object) -> float:
+        """The injected delay of a message a node sends itself (0 without a hook)."""
+        return 0.0 if self.inject is None else self.inject(msg)
+
+    def arrivals(self, src: str, dst: str, now: float, msg: object = None) -> list[float]:
         """Arrival times of one frame (empty: lost; two: duplicated)."""
         stats = self.stats
         stats.sent += 1
@@ -146,6 +157,8 @@ class Network:
             return []
         latency = self.links[link]
         at = now + latency.draw(rng) * self._slow.get(link, 1.0)
+        if self.inject is not None:
+            at += self.inject(msg)
         if not self.reorder:
             last = self._last.get(link, 0.0)
             if at <= last:

@@ -26,6 +26,7 @@ whole run.
 
 from __future__ import annotations
 
+import random
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,11 +40,17 @@ from sim.network import NetworkProfile
 from sim.trace import Trace
 from sim.workload import Workload, WorkloadConfig
 from sim.world import World
+from storage.keys import split_hint_key
+from storage.store import KeyStore
+from storage.versions import merge
 
 __all__ = ["DEFAULT_FAULTS", "FAULT_KINDS", "KNOWN_BUG_FAULTS", "Result", "Scenario",
            "run_scenario", "sim_config"]
 
 BOOT = 5.0
+COLD_WEIGHTS = (("cart", 10), ("put", 45), ("cput", 10), ("del", 20), ("ttl", 10),
+                ("read", 5))
+BOOT_LIMIT = 15.0
 HEAL_BEFORE_END = 35.0  # heal at D - 35
 SETTLE = 10.0  # then failure detection, restarts and rejoins catch up
 LIVE_WINDOW = 10.0
@@ -57,7 +64,7 @@ class Scenario:
     duration: float = 300.0  # simulated seconds until the checks (boot to quiet)
     faults: tuple[str, ...] = DEFAULT_FAULTS
     conflict: str = "dvv"  # "lww" is the negative control: it must lose cart adds
-    repair_sweep: bool = True
+    repair_sweep: bool = False  # anti-entropy converges replicas without reads
     clients: int = 4
     think: float = 1.0  # mean seconds between one client's operations
     tick: float = 0.25  # the runtime ticks every 0.1 s; heartbeats are 0.5 s either way
@@ -66,6 +73,17 @@ class Scenario:
     max_skew: float = 0.5
     max_disk_losses: int = 1
     mean_fault_gap: float = 5.0
+    # Anti-entropy runs in every node (the real Node); these are its sim timings: an
+    # exchange per peer every 2 s (so it converges within the quiet period) and a grace
+    # short enough that tombstones are compacted, and must stay dead, within a run.
+    ae_interval: float = 2.0
+    tombstone_grace: float = 20.0
+    # Anti-entropy stress (off by default, so default traces do not change):
+    lose_hints: float = 0.0  # mean seconds between losses of every hint a node holds
+    long_partition: float = 0.0  # seconds one node is cut off from all others in chaos
+    # > 0: that many registers and a write-heavy mix with few reads, so most keys are
+    # never read after a fault and only anti-entropy can bring their replicas together.
+    cold_keys: int = 0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
@@ -114,7 +132,8 @@ def sim_config(node_id: str, index: int, seeds: tuple[str, ...], scenario: Scena
     return NodeConfig(node_id=node_id, host="127.0.0.1", http_port=8000 + index,
                       rpc_port=9000 + index, seeds=seeds, storage="memory", sync="none",
                       vnodes=scenario.vnodes, conflict=scenario.conflict,
-                      log_level="warning")
+                      anti_entropy_interval=scenario.ae_interval,
+                      tombstone_grace=scenario.tombstone_grace, log_level="warning")
 
 
 def run_scenario(scenario: Scenario, trace: Trace | None = None) -> Result:
@@ -138,6 +157,10 @@ def run_scenario(scenario: Scenario, trace: Trace | None = None) -> Result:
     result.events = trace.events
     result.stats.update(asdict(world.stats))
     result.stats.update({f"net_{k}": v for k, v in asdict(world.network.stats).items()})
+    for name in ("keys_repaired", "exchanges", "bytes_sent", "expired",
+                 "tombstones_compacted"):
+        result.stats[f"ae_{name}"] = sum(getattr(world.node(n).anti_entropy.stats, name)
+                                         for n in world.running())
     if result.failures:
         result.trace_tail = trace.tail(40)
     return result
@@ -158,17 +181,34 @@ def _run(world: World, sc: Scenario, result: Result) -> None:
     world.start(first, seeds=())
     for i, node in enumerate(rest, start=1):
         world.at(start + 0.2 * i, world.start, node, (world.hosts[first].rpc,))
+    # Joiners wait `join_settle` before fetching their (empty) ranges, then turn up:
+    # boot ends once every node sees the full ring, or fails after BOOT_LIMIT.
     world.run_until(start + BOOT)
-    not_joined = [n for n in world.hosts if not world.node(n).joined
-                  or len(world.node(n).ring.nodes) != sc.nodes]
-    if not_joined:
-        result.failures.append(f"boot: {not_joined} not joined with a full ring after "
-                               f"{BOOT} s")
+
+    def not_joined() -> list[str]:
+        return [n for n in world.hosts if not world.node(n).joined
+                or len(world.node(n).ring.nodes) != sc.nodes]
+
+    while not_joined() and world.now < start + BOOT_LIMIT:
+        world.run_until(world.now + 0.5)
+    start = world.now - BOOT
+    end = start + sc.duration
+    heal_at = end - HEAL_BEFORE_END
+    live_from = heal_at + SETTLE
+    stop_ops = live_from + LIVE_WINDOW
+    if not_joined():
+        result.failures.append(f"boot: {not_joined()} not joined with a full ring after "
+                               f"{BOOT_LIMIT} s")
         return
 
-    workload = Workload(world, WorkloadConfig(clients=sc.clients, think=sc.think))
+    wcfg = WorkloadConfig(clients=sc.clients, think=sc.think)
+    if sc.cold_keys:
+        wcfg = WorkloadConfig(clients=sc.clients, think=sc.think, registers=sc.cold_keys,
+                              weights=COLD_WEIGHTS)
+    workload = Workload(world, wcfg)
     workload.start(start + BOOT, stop_ops, live_from)
     nemesis.start(start + BOOT, heal_at)
+    _stress(world, sc, start + BOOT, heal_at)
     world.run_until(heal_at)
     nemesis.heal_all()
     world.run_until(end)
@@ -177,7 +217,7 @@ def _run(world: World, sc: Scenario, result: Result) -> None:
 
     # Convergence check 1: without any help from reads.
     keys = sorted(history.keys)
-    diverged_1, ring_failures = checkers.diverged_keys(world, keys)
+    diverged_1, ring_failures = checkers.diverged_keys(world, keys, sc.max_skew)
     result.failures.extend(ring_failures)
     hints = checkers.hints_pending(world)
     result.hints_left = sum(hints.values())
@@ -187,7 +227,7 @@ def _run(world: World, sc: Scenario, result: Result) -> None:
     # The final reads, r=N, every key: the lost-write checks, and the repair sweep.
     finals = _final_reads(world, workload, keys)
     world.run_until(world.now + 10.0)
-    diverged_2, _ = checkers.diverged_keys(world, keys)
+    diverged_2, _ = checkers.diverged_keys(world, keys, sc.max_skew)
 
     failures = result.failures
     failures.extend(history.violations)
@@ -209,6 +249,66 @@ def _run(world: World, sc: Scenario, result: Result) -> None:
     result.lost = lost
     result.siblings_max = history.max_siblings
     result.reapplied = len(history.reapplied)
+
+
+def _stress(world: World, sc: Scenario, begin: float, end: float) -> None:
+    """The faults only anti-entropy can repair: lost hints, a long partition.
+
+    Drawn from a generator of their own, so scenarios without them replay unchanged.
+    """
+    rng = random.Random(sc.seed * 7919 + 17)
+    names = sorted(world.hosts)
+    if sc.long_partition > 0:
+        alone = rng.choice(names)
+        at = begin + rng.uniform(0.0, 5.0)
+        links = [(alone, o) for o in names if o != alone] + \
+                [(o, alone) for o in names if o != alone]
+
+        def cut() -> None:
+            world.network.block(links)
+            world.log(f"stress partition {alone} alone")
+
+        def uncut() -> None:
+            world.network.unblock(links)
+            world.log(f"stress end partition {alone}")
+
+        world.at(at, cut)
+        world.at(min(at + sc.long_partition, end - 1.0), uncut)
+    if sc.lose_hints > 0:
+        def lose() -> None:
+            if world.now >= end:
+                return
+            running = world.running()
+            if running:
+                node = world.node(rng.choice(running))
+                lost = [h for t in node.store.hint_targets()
+                        for h in list(node.store.hint_index.get(t, ()))
+                        if _held_elsewhere(world, node.store, h)]
+                for hkey in lost:
+                    node.store.delete_hint(hkey)
+                world.log(f"stress lose {len(lost)} hints of {node.id}")
+            world.after(rng.expovariate(1.0 / sc.lose_hints), lose)
+
+        world.at(begin + rng.expovariate(1.0 / sc.lose_hints), lose)
+
+
+def _held_elsewhere(world: World, store: KeyStore, hkey: bytes) -> bool:
+    """True when a replica other than the hint's target already holds what it carries.
+
+    Only such hints are lost: a hint that is the last copy of a write is a lost disk,
+    which the `disk` fault models (at most `max_disk_losses`), not a missed delivery.
+    """
+    token, key, target = split_hint_key(hkey)
+    hinted = store.get_hint(hkey)
+    ring = world.node(world.running()[0]).ring
+    for replica in ring.preference_list(token, 3):
+        if replica == target or replica not in world.running():
+            continue
+        record = world.node(replica).store.get_record(token, key)
+        if record is not None and hinted is not None and \
+                merge(record.versions, hinted).same_as(record.versions):
+            return True
+    return False
 
 
 def _final_reads(world: World, workload: Workload, keys: list[bytes]) -> dict[bytes, FinalRead]:

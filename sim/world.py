@@ -259,9 +259,10 @@ class World:
         if target is None:
             self.log(f"unroutable {src}>{effect.dst}")
         elif dst == src:  # the runtime delivers to itself with call_soon: no network
-            self._push(self.now, DELIVER, dst, src, frame, target.incarnation)
+            self._push(self.now + self.network.local_delay(effect.msg), DELIVER, dst, src,
+                       frame, target.incarnation)
         else:
-            arrivals = self.network.arrivals(src, dst, self.now)
+            arrivals = self.network.arrivals(src, dst, self.now, effect.msg)
             if not arrivals:
                 self.log(f"lost {src}>{dst} {type(effect.msg).__name__}")
             for at in arrivals:
@@ -354,6 +355,15 @@ class World:
         if self.hosts[node_id].node is None:
             self.stats.restarts += 1
             self.start(node_id)
+
+    def act(self, node_id: str, fn: Callable[[Node, float], list[Effect]]) -> bool:
+        """Call an operator entry point of a running node (leave, remove) and carry out
+        its effects, as the runtime does for an HTTP call. False if it is not running."""
+        host = self.hosts[node_id]
+        if host.node is None or host.paused_until > self.now:
+            return False
+        self._run(host, fn(host.node, self.now + host.skew))
+        return True
 
     def pause(self, node_id: str, seconds: float) -> None:
         host = self.hosts[node_id]

@@ -45,6 +45,23 @@ class MemNet:
             seeds = () if i == 1 else ("127.0.0.1:9001",)
             self.add(node_id, seeds, **overrides)
             self.run_for(0.5)
+        self.settle()
+
+    def settled(self) -> bool:
+        """Every live node sees every member `up` (or `left`) and fetches nothing."""
+        live = [n for k, n in self.nodes.items() if k not in self.down]
+        return all(
+            n.joined and not n.transfers.view()["syncing"]
+            and all(m.status in ("up", "left") for m in n.members.members())
+            for n in live)
+
+    def settle(self, limit: float = 10.0) -> None:
+        """Run until `settled`, in 50 ms steps; AssertionError after `limit` seconds."""
+        waited = 0.0
+        while not self.settled():
+            assert waited < limit, "cluster did not settle"
+            self.run_for(0.05)
+            waited += 0.05
 
     def add(self, node_id: str, seeds: tuple[str, ...], **overrides: object) -> Node:
         engine = self.engines.setdefault(node_id, MemoryEngine())

@@ -255,7 +255,8 @@ def test_bad_http_input_is_refused_and_changes_nothing(healthy: Cluster) -> None
         assert_json_error(n1.delete(key, context=bad), 400)
     for params in ({"ttl": "0"}, {"ttl": "abc"}, {"ttl": "-3"}, {"ttl": "1.5"},
                    {"timeout": "-1"}, {"timeout": "0"}, {"timeout": "soon"},
-                   {"w": "4"}, {"w": "0"}, {"w": "abc"}):
+                   {"w": "4"}, {"w": "0"}, {"w": "abc"}, {"w": "+2"}, {"w": " 2"},
+                   {"ttl": "1_000"}, {"timeout": "1e3"}):
         assert_json_error(n1.put(key, b"changed", params=params), 400)
     for params in ({"r": "0"}, {"r": "4"}, {"r": "many"}, {"timeout": "-1"}):
         assert_json_error(n1.get(key, params=params), 400)
@@ -263,6 +264,10 @@ def test_bad_http_input_is_refused_and_changes_nothing(healthy: Cluster) -> None
 
     empty = n1.http.put("/kv/", content=b"v")
     assert empty.status_code in (400, 404), empty.text
+    # The server's own errors are JSON too: an unknown path, a method not allowed.
+    assert_json_error(n1.http.get("/no/such/path"), 404)
+    wrong = assert_json_error(n1.http.post(key_path(key), content=b"v"), 405)
+    assert "PUT" in wrong["allowed"]  # type: ignore[operator]
 
     after = n2.get(key, params={"r": "3"})
     assert (after.status_code, after.content) == (200, b"original")

@@ -26,5 +26,5 @@ def test_ruff_clean() -> None:
 
 @pytest.mark.slow
 def test_mypy_clean() -> None:
-    result = run("mypy", "ring", "storage", "coordinator", "gossip", "ringkv")
+    result = run("mypy", "ring", "storage", "coordinator", "gossip", "ringkv", "sim", "pbs")
     assert result.returncode == 0, result.stdout + result.stderr

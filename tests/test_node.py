@@ -12,6 +12,7 @@ from coordinator.requests import (
     WriteRequest,
 )
 from ring.token import key_token
+from storage.keys import data_key
 from storage.versions import EMPTY_CONTEXT
 from tests.memnet import MemNet
 
@@ -118,20 +119,40 @@ def test_below_quorum_is_quorum_failed_with_counts():
     assert others
 
 
-def test_read_repair_restores_a_replica_that_lost_its_disk():
+def test_read_repair_restores_a_replica_that_lost_a_record():
     net = cluster()
     key = b"repair-me"
     put(net, "n1", key, b"v")
     victim = net.nodes["n1"].preference_list(key)[2]
-    net.crash(victim, lose_disk=True)
-    net.restart(victim)
-    net.run_for(1.0)
+    net.engines[victim].delete("data", data_key(key_token(key), key))
     assert net.nodes[victim].store.get_record(key_token(key), key) is None
     assert values(get(net, "n1", key, r=3)) == [b"v"]
     net.run_for(0.2)
     rec = net.nodes[victim].store.get_record(key_token(key), key)
     assert rec is not None and [s.value for s in rec.versions.siblings] == [b"v"]
     assert sum(n.stats.read_repairs for n in net.nodes.values()) >= 1
+
+
+def test_a_node_that_lost_its_disk_rejoins_and_fetches_its_ranges_without_reads():
+    net = cluster()
+    keys = [f"k{i}".encode() for i in range(60)]
+    for key in keys:
+        put(net, "n1", key, b"v")
+    victim = "n4"
+    mine = [k for k in keys if victim in net.nodes["n1"].preference_list(k)]
+    net.crash(victim, lose_disk=True)
+    net.restart(victim)
+    net.run_for(0.2)
+    # Back with no data: joining, so reads do not ask it, while writes reach it.
+    assert net.nodes["n1"].members.get(victim).status == "joining"
+    assert victim not in net.nodes["n1"].preference_list(mine[0])
+    net.settle()
+    node = net.nodes[victim]
+    for key in mine:
+        rec = node.store.get_record(key_token(key), key)
+        assert rec is not None and [s.value for s in rec.versions.siblings] == [b"v"]
+    assert node.transfers.stats.keys_received >= len(mine)
+    assert sum(n.stats.read_repairs for n in net.nodes.values()) == 0
 
 
 def test_restart_keeps_data_and_place_in_ring():

@@ -8,8 +8,9 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PURE = ["ring", "storage", "coordinator", "gossip", "ringkv/node.py", "ringkv/wire.py",
-        "ringkv/config.py"]
+PURE = ["ring", "storage", "coordinator", "gossip", "antientropy", "pbs", "ringkv/node.py",
+        "ringkv/anti_entropy.py", "ringkv/wire.py", "ringkv/config.py", "ringkv/transfer.py",
+        "ringkv/transfer_wire.py", "ringkv/effects.py"]
 FORBIDDEN = {"asyncio", "aiohttp", "socket", "time", "threading", "uvloop", "selectors"}
 
 

@@ -11,6 +11,7 @@ import pytest
 from coordinator.requests import QuorumFailed, Rejected, WriteOk, WriteRequest
 from gossip.membership import UP, Member
 from ringkv import wire
+from ringkv.transfer_wire import RangeBatch, RangeFetch, SyncDone
 from storage.versions import EMPTY_CONTEXT, update
 
 ACTOR = ("n1", 42, 7)
@@ -18,10 +19,6 @@ STATE, CTX = update(None, EMPTY_CONTEXT, ACTOR, b"value", "text/plain", 1234, 99
 MEMBER = Member("n1", "127.0.0.1:8001", "127.0.0.1:9001", (1, 2**64 - 1), UP, 3, 42)
 
 MESSAGES = [
-    wire.Ping(1, {"n1": 3}),
-    wire.Ping(1, {"n1": 3}, MEMBER),
-    wire.Pong(2, (MEMBER,), {"n2": 1}),
-    wire.MembersUpdate((MEMBER,)),
     wire.JoinRequest(MEMBER, 256),
     wire.JoinReply(True, "", (MEMBER,), 3, 2, 2),
     wire.ReplicaPut(5, b"key", STATE, None),
@@ -35,6 +32,11 @@ MESSAGES = [
     wire.ForwardReply(9, WriteOk(CTX, 2)),
     wire.ForwardReply(9, QuorumFailed(1, 2, "quorum not reached")),
     wire.ForwardReply(9, Rejected("bad")),
+    RangeFetch(11, 5, 2**64 - 1, None, 256),
+    RangeFetch(12, 9, 3, b"\x00" * 8 + b"key", 1),
+    RangeBatch(11, ((b"key", STATE), (b"k2", STATE)), b"\x00" * 8 + b"k2"),
+    RangeBatch(12, (), None),
+    SyncDone(2**64 - 1),
 ]
 
 
@@ -47,9 +49,13 @@ def test_round_trip(msg: wire.Message) -> None:
 
 def test_type_ids_are_unique_and_stable() -> None:
     ids = {type(m).__name__: type(m).TYPE for m in MESSAGES}
-    assert ids == {"Ping": 1, "Pong": 2, "MembersUpdate": 3, "JoinRequest": 4,
-                   "JoinReply": 5, "ReplicaPut": 10, "ReplicaPutAck": 11, "ReplicaGet": 12,
-                   "ReplicaGetReply": 13, "ForwardWrite": 20, "ForwardReply": 21}
+    assert ids == {"JoinRequest": 4, "JoinReply": 5, "ReplicaPut": 10, "ReplicaPutAck": 11,
+                   "ReplicaGet": 12, "ReplicaGetReply": 13, "ForwardWrite": 20,
+                   "ForwardReply": 21, "RangeFetch": 40, "RangeBatch": 41, "SyncDone": 42}
+    registered = {cls.__name__: type_id for type_id, cls in wire._EXTENSIONS.items()}
+    assert {"GossipSyn": 6, "GossipAck": 7, "GossipAck2": 8}.items() <= registered.items()
+    with pytest.raises(ValueError, match="already taken"):
+        wire.register(type("Clash", (), {"TYPE": 1}))  # a retired id stays retired
 
 
 def test_random_bytes_are_wire_errors() -> None:
