@@ -35,7 +35,7 @@ from coordinator.requests import ClientResponse, NotFound, ReadOk
 from ring.token import key_token
 from sim.workload import History, Write, cart_items
 from sim.world import World
-from storage.versions import Versions
+from storage.versions import Versions, compact, expire, is_dead
 
 Failure = str
 
@@ -135,8 +135,17 @@ def expired_stay_expired(history: History, finals: dict[bytes, FinalRead],
     return failures
 
 
-def diverged_keys(world: World, keys: list[bytes]) -> tuple[list[bytes], list[Failure]]:
-    """Keys whose replicas disagree, and failures for rings that disagree."""
+def diverged_keys(world: World, keys: list[bytes],
+                  max_skew: float = 0.0) -> tuple[list[bytes], list[Failure]]:
+    """Keys whose replicas disagree, and failures for rings that disagree.
+
+    States are compared as reads see them (`settled`): a sibling that any node's clock
+    may already have expired in its tombstone form, and a record of tombstones alone
+    like its compacted form (same context, nothing live). Both rewrites are made by
+    each replica on its own clock and spread by anti-entropy; a check at an arbitrary
+    instant may fall between two replicas' rewrites.
+    """
+    now_ms = int((world.now + max_skew) * 1000) + 1
     failures: list[Failure] = []
     nodes = world.running()
     if len(nodes) != len(world.hosts):
@@ -157,12 +166,20 @@ def diverged_keys(world: World, keys: list[bytes]) -> tuple[list[bytes], list[Fa
     diverged: list[bytes] = []
     for key in keys:
         token = key_token(key)
-        states: list[Versions | None] = [world.node(p).store.read_merged(token, key)
+        states: list[Versions | None] = [settled(world.node(p).store.read_merged(token, key),
+                                                 now_ms)
                                          for p in ring.preference_list(key)]
         first = states[0]
         if any(not same_versions(first, other) for other in states[1:]):
             diverged.append(key)
     return diverged, failures
+
+
+def settled(v: Versions | None, now_ms: int) -> Versions | None:
+    if v is None:
+        return None
+    v = expire(v, now_ms)
+    return compact(v) if is_dead(v) else v
 
 
 def same_versions(a: Versions | None, b: Versions | None) -> bool:

@@ -182,6 +182,9 @@ def sweep_report(results: list[Timed], wall: float, jobs: int) -> dict[str, Any]
         "repaired_keys": sum(r.repaired for r in rs),
         "seeds_needing_repair_sweep": sum(1 for r in rs if r.repaired),
         "writes_applied_twice": sum(r.reapplied for r in rs),
+        "anti_entropy": {k: sum(int(r.stats.get(f"ae_{k}", 0)) for r in rs)
+                         for k in ("keys_repaired", "exchanges", "bytes_sent", "expired",
+                                   "tombstones_compacted")},
         "faults": _sum_faults(rs),
         "slowest_seeds": {str(t.result.seed): round(t.wall, 2) for t in
                           sorted(results, key=lambda t: -t.wall)[:5]},
@@ -209,6 +212,11 @@ def print_report(report: dict[str, Any], results: list[Timed]) -> None:
     click.echo(f"  keys only the repair sweep converged: {report['repaired_keys']} in "
                f"{report['seeds_needing_repair_sweep']} seeds; writes applied twice: "
                f"{report['writes_applied_twice']}")
+    ae = report["anti_entropy"]
+    click.echo(f"  anti-entropy: {ae['keys_repaired']} keys repaired in {ae['exchanges']} "
+               f"exchanges ({ae['bytes_sent'] / 1e6:.1f} MB); {ae['expired']} expiries "
+               f"rewritten, {ae['tombstones_compacted']} tombstones compacted "
+               f"(running incarnations)")
     click.echo(f"  faults {report['faults']}")
     for t in results:
         if not t.result.ok:
@@ -244,9 +252,19 @@ def iter_trace(scenario: Scenario) -> Iterator[str]:
               + ", ".join(FAULT_KINDS) + " ('-kind' removes one).")
 @click.option("--conflict", type=click.Choice(["dvv", "lww"]), default="dvv",
               show_default=True, help="The nodes' conflict mode (lww: negative control).")
-@click.option("--repair-sweep/--no-repair-sweep", default=True, show_default=True,
-              help="Let the final r=N reads repair replicas before the convergence check.")
+@click.option("--repair-sweep/--no-repair-sweep", default=False, show_default=True,
+              help="Let the final r=N reads repair replicas before the convergence check "
+              "(off: anti-entropy alone must converge them).")
 @click.option("--clients", type=click.IntRange(0, 64), default=4, show_default=True)
+@click.option("--ae-interval", type=click.FloatRange(min=0.1), default=2.0,
+              show_default=True, help="Seconds between anti-entropy exchanges per peer.")
+@click.option("--lose-hints", type=click.FloatRange(min=0.0), default=0.0,
+              show_default=True,
+              help="Mean seconds between losses of a node's hints (0: never).")
+@click.option("--long-partition", type=click.FloatRange(min=0.0), default=0.0,
+              show_default=True, help="Seconds one node is cut off during chaos (0: none).")
+@click.option("--cold-keys", type=click.IntRange(0, 100_000), default=0, show_default=True,
+              help="Registers in a write-heavy, read-light mix (0: the default workload).")
 @click.option("--latency", type=click.Choice(["mixed", "exp", "uniform", "lognormal",
                                               "pareto"]), default="mixed", show_default=True,
               help="Per-link latency distribution.")
@@ -256,7 +274,9 @@ def iter_trace(scenario: Scenario) -> Iterator[str]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def sim_command(seed: int | None, seed_range: str | None, show_trace: bool, nodes: int,
                 duration: float, faults: str, conflict: str, repair_sweep: bool,
-                clients: int, latency: str, jobs: int, as_json: bool, quiet: bool) -> None:
+                clients: int, ae_interval: float, lose_hints: float, long_partition: float,
+                cold_keys: int, latency: str, jobs: int, as_json: bool,
+                quiet: bool) -> None:
     """Run the deterministic simulation: one seed, or a sweep of seeds.
 
     Exits 0 when every guarantee held for every seed, 1 naming the failing seeds
@@ -266,7 +286,9 @@ def sim_command(seed: int | None, seed_range: str | None, show_trace: bool, node
     try:
         base = Scenario(seed=seed or 1, nodes=nodes, duration=duration,
                         faults=parse_faults(faults), conflict=conflict,
-                        repair_sweep=repair_sweep, clients=clients, latency=latency)
+                        repair_sweep=repair_sweep, clients=clients, latency=latency,
+                        ae_interval=ae_interval, lose_hints=lose_hints,
+                        long_partition=long_partition, cold_keys=cold_keys)
         seeds = parse_seeds(seed_range) if seed_range else [seed or 1]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -4,8 +4,14 @@ The engine stores bytes; this module owns the encodings. Hints are kept in their
 table, keyed so that every hint of one key is one prefix scan (reads on a fallback see
 hinted versions) and indexed in memory by target so handoff never scans the table.
 
-Invariant: `hint_index` holds exactly the hint keys present in the engine's hints
-table (built by one scan at start, then kept in step by `put_hint`/`delete_hint`).
+Invariants:
+- `hint_index` holds exactly the hint keys present in the engine's hints table (built
+  by one scan at start, then kept in step by `put_hint`/`delete_hint`).
+- Every change to a key record goes through `put_record` or `delete_record`, and each
+  tells `listener` (if set) the key's versions before and after: anti-entropy keeps its
+  Merkle trees in step that way, without re-reading anything. The previous record is
+  usually the one `get_record` just returned (a write reads, then writes the same key),
+  so it is remembered for one key rather than read again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from storage.record import Record, decode_record, encode_record
 from storage.versions import Versions, from_wire, merge, to_wire
 
 Resolver = Callable[[Versions], Versions]
+ChangeListener = Callable[[int, bytes, Versions | None, Versions | None], None]
 
 
 def _keep_all(versions: Versions) -> Versions:
@@ -39,6 +46,9 @@ class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.hint_index: dict[str, SortedSet] = {}
+        self.listener: ChangeListener | None = None
+        # (data key, record) of the last record read or written, for the listener.
+        self._last: tuple[bytes, Record | None] | None = None
         for hkey, _ in engine.scan("hints", b"", None):
             _, _, target = split_hint_key(hkey)
             self.hint_index.setdefault(target, SortedSet()).add(hkey)
@@ -46,11 +56,41 @@ class KeyStore:
     # --- records ------------------------------------------------------------------
 
     def get_record(self, token: int, key: bytes) -> Record | None:
-        raw = self.engine.get("data", data_key(token, key))
-        return None if raw is None else decode_record(raw)
+        dkey = data_key(token, key)
+        raw = self.engine.get("data", dkey)
+        record = None if raw is None else decode_record(raw)
+        if self.listener is not None:
+            self._last = (dkey, record)
+        return record
+
+    def _previous(self, dkey: bytes) -> Versions | None:
+        last = self._last
+        if last is not None and last[0] == dkey:
+            record = last[1]
+        else:
+            raw = self.engine.get("data", dkey)
+            record = None if raw is None else decode_record(raw)
+        return None if record is None else record.versions
 
     def put_record(self, token: int, key: bytes, record: Record) -> None:
-        self.engine.put("data", data_key(token, key), encode_record(record))
+        dkey = data_key(token, key)
+        listener = self.listener
+        if listener is None:
+            self.engine.put("data", dkey, encode_record(record))
+            return
+        old = self._previous(dkey)
+        self.engine.put("data", dkey, encode_record(record))
+        self._last = (dkey, record)
+        listener(token, key, old, record.versions)
+
+    def delete_record(self, token: int, key: bytes) -> None:
+        """Forget a key entirely (a range handed to another node, a test)."""
+        dkey = data_key(token, key)
+        old = self._previous(dkey) if self.listener is not None else None
+        self.engine.delete("data", dkey)
+        self._last = None
+        if self.listener is not None and old is not None:
+            self.listener(token, key, old, None)
 
     def merge_record(self, token: int, key: bytes, incoming: Versions,
                      resolve: Resolver = _keep_all) -> bool:

@@ -28,6 +28,13 @@ Rules (the invariants every function here keeps):
    (riak_kv's per-key epochs), and a new generation on every start (riak_kv#679: a
    node that lost its disk, or crashed before its own write reached it, must never
    reuse a counter).
+6. Expiry is a deterministic rewrite of a dot: a sibling whose `expires_at_ms` has
+   passed becomes `expired_form(s)`, the same sibling with its value dropped, on
+   whichever replica notices first. Merge prefers that tombstone form when both sides
+   hold the dot, so the rewrite spreads like a delete and replicas agree byte for byte.
+7. Dropping a tombstone keeps the causal context (`compact`): a record with no siblings
+   still covers every dot it ever saw, so a late copy of a deleted live sibling (an old
+   hint, a replica back from a long absence) is dropped by rule 4 and never returns.
 
 The vector grows by one entry per actor that coordinated writes for the key (about N in
 a steady cluster), never with the number of writes; the cloud holds only gaps, and
@@ -198,9 +205,17 @@ class Versions:
     def dots(self) -> frozenset[Dot]:
         return frozenset(s.dot for s in self.siblings)
 
+    def tombstone_dots(self) -> frozenset[Dot]:
+        return frozenset(s.dot for s in self.siblings if s.value is None)
+
     def same_as(self, other: Versions) -> bool:
-        """Equal causal knowledge and the same siblings: nothing to repair."""
-        return self.context == other.context and self.dots() == other.dots()
+        """Equal causal knowledge and the same siblings: nothing to repair.
+
+        A dot held live on one side and as a tombstone (expired) on the other differs:
+        the tombstone form must still spread.
+        """
+        return (self.context == other.context and self.dots() == other.dots()
+                and self.tombstone_dots() == other.tombstone_dots())
 
 
 EMPTY = Versions(context=EMPTY_CONTEXT, siblings=())
@@ -236,16 +251,55 @@ def merge(a: Versions | None, b: Versions | None) -> Versions:
         return b or EMPTY
     if b is None or not b.context:
         return a
-    b_dots = b.dots()
-    kept: list[Sibling] = [
-        s for s in a.siblings if s.dot in b_dots or not b.context.covers(s.dot)
-    ]
+    b_by_dot = {s.dot: s for s in b.siblings}
+    kept: list[Sibling] = []
+    for s in a.siblings:
+        other = b_by_dot.get(s.dot)
+        if other is not None:
+            # One dot, two forms: the tombstone an expiry made of it wins (rule 6).
+            kept.append(other if other.value is None and s.value is not None else s)
+        elif not b.context.covers(s.dot):
+            kept.append(s)
     seen = {s.dot for s in kept}
     kept.extend(
         s for s in b.siblings if s.dot not in seen and not a.context.covers(s.dot)
     )
     kept.sort(key=_sibling_order)
     return Versions(context=a.context.join(b.context), siblings=tuple(kept))
+
+
+def expired_form(s: Sibling) -> Sibling:
+    """The tombstone an expired sibling becomes: same dot, timestamps and type."""
+    return Sibling(s.actor, s.counter, None, s.content_type, s.timestamp_ms,
+                   s.expires_at_ms)
+
+
+def expire(state: Versions, now_ms: int) -> Versions:
+    """`state` with every sibling expired at `now_ms` in its tombstone form (rule 6)."""
+    if not any(s.value is not None and s.expires_at_ms is not None
+               and s.expires_at_ms <= now_ms for s in state.siblings):
+        return state
+    return Versions(state.context, tuple(
+        expired_form(s) if s.value is not None and s.expires_at_ms is not None
+        and s.expires_at_ms <= now_ms else s
+        for s in state.siblings))
+
+
+def next_expiry(state: Versions) -> int | None:
+    """The earliest expiry among live siblings, or None."""
+    times = [s.expires_at_ms for s in state.siblings
+             if s.value is not None and s.expires_at_ms is not None]
+    return min(times) if times else None
+
+
+def is_dead(state: Versions) -> bool:
+    """Only tombstones left: the key reads as absent and may be compacted later."""
+    return bool(state.siblings) and all(s.value is None for s in state.siblings)
+
+
+def compact(state: Versions) -> Versions:
+    """Drop the tombstones, keep the causal context (rule 7)."""
+    return Versions(state.context, ())
 
 
 def merge_all(states: Iterable[Versions | None]) -> Versions:

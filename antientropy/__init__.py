@@ -1,0 +1,1 @@
+"""Merkle-tree anti-entropy: trees, range bookkeeping and messages (pure)."""
