@@ -224,9 +224,14 @@ class Api:
     # --- cluster ----------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
-        if self.node.joined:
-            return web.json_response({"status": "ok", "node_id": self.node.id})
-        return web.json_response({"status": "joining", "node_id": self.node.id}, status=503)
+        # Healthy once the node holds its ranges: a joiner still fetching them (or not
+        # yet admitted by a seed) is not ready, even though it already coordinates.
+        status = self._own_status() if self.node.joined else "joining"
+        if status == "joining":
+            return web.json_response({"status": "joining", "node_id": self.node.id},
+                                     status=503)
+        return web.json_response({"status": "ok", "node_id": self.node.id,
+                                  "membership": status})
 
     async def cluster(self, request: web.Request) -> web.Response:
         now = time.time()

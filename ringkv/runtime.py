@@ -67,6 +67,7 @@ class NodeRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bad_frames = 0
         self._seeds_forgotten = False
+        self._judged_down: set[str] = set()  # members whose connection was dropped
         self.commits = 0
         # Experiments only (config refuses it without `experimental`): WARS leg delays.
         self.injector = (LatencyInjector.from_spec(config.inject_latency,
@@ -114,9 +115,24 @@ class NodeRuntime:
         while True:
             await asyncio.sleep(TICK)
             try:
-                self._run(self.node.tick(time.time()))
+                now = time.time()
+                self._run(self.node.tick(now))
+                self._redial_down_peers(now)
             except Exception:  # a bug in one tick must not stop the node's heartbeat
                 log.exception("tick failed")
+
+    def _redial_down_peers(self, now: float) -> None:
+        """Drop the connection to each member as it is judged down, once: it may be
+        half-open, and the next frame to it should dial afresh."""
+        for member in self.node.members.members():
+            peer = member.node_id
+            if peer == self.config.node_id:
+                continue
+            if self.node.is_up(peer, now):
+                self._judged_down.discard(peer)
+            elif peer not in self._judged_down:
+                self._judged_down.add(peer)
+                self.transport.redial(peer)
 
     # --- inputs -----------------------------------------------------------------------
 

@@ -226,6 +226,19 @@ class Transport:
         if queued and not self._closed:
             self._start_connect(peer)
 
+    def redial(self, peer_id: str) -> None:
+        """Drop the connection to peer_id, so that the next frame dials afresh.
+
+        For a peer judged down: its connection may be half-open (the peer moved to
+        another address, or a network dropped it silently), and TCP would take many
+        seconds to notice, while frames written into it are lost.
+        """
+        peer = self._peers.get(peer_id)
+        if peer is None or peer.proto is None:
+            return
+        self._reset(peer, keep_queue=False)
+        peer.delay = self._backoff_min
+
     def forget(self, peer_id: str) -> None:
         """Drop peer_id's address and connection (for a node that left the cluster)."""
         peer = self._peers.pop(peer_id, None)

@@ -87,7 +87,14 @@ def test_failure_detection_in_numbers(make_cluster: MakeCluster) -> None:
 def test_a_join_moves_data_without_any_read(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(size=4)
     written = write_keys(cluster["n1"], 300, "moved")
-    newcomer = cluster.add_node(start=True)
+    # A long settle delay, so that the test sees the newcomer while it is joining.
+    newcomer = cluster.add_node(start=True,
+                                extra_args=[*cluster.extra_args, "--join-settle", "3"])
+    wait_until(lambda: cluster["n1"].statuses().get(newcomer.node_id) == "joining", 15.0,
+               "the newcomer to be joining")
+    # Joining: it takes writes for its ranges, but is not healthy (ready) yet.
+    health = newcomer.http.get("/health")
+    assert (health.status_code, health.json()["status"]) == (503, "joining")
     newcomer.wait_healthy()
     cluster.settle()
     mine = [k for k in written if newcomer.node_id in cluster["n2"].lookup(k)]

@@ -719,6 +719,26 @@ def test_address_change_moves_the_connection() -> None:
     run(main())
 
 
+def test_redial_drops_the_connection_and_the_next_frame_reconnects() -> None:
+    async def main() -> None:
+        a = Node("a")
+        b = await Node("b").start()
+        a.t.set_address("b", HOST, b.port)
+        a.t.send("b", b"one")
+        await wait_until(lambda: b.got)
+        assert a.t.connected("b")
+        a.t.redial("b")
+        assert not a.t.connected("b")
+        a.t.redial("b")  # nothing to drop: harmless
+        a.t.send("b", b"two")
+        await wait_until(lambda: len(b.got) == 2)
+        assert b.payloads() == [b"one", b"two"] and a.t.connected("b")
+        await a.t.close()
+        await b.t.close()
+
+    run(main())
+
+
 def test_high_water_mark_drops_instead_of_growing() -> None:
     high_water = 256 * 1024
 
