@@ -208,7 +208,15 @@ class Node:
             if me is not None and me.tokens:
                 # A restart: same place in the ring and status, fresh addresses and
                 # incarnation, a newer version.
-                fresh = replace(self._my_record(me.tokens, me.version + 1), status=me.status)
+                status = me.status
+                if status == LEFT:
+                    # A node that left (or was removed) and is started again joins
+                    # again: what it still holds may be stale, so it holds no ring
+                    # and fetches every range it will replicate.
+                    status = JOINING
+                    self.transfers.hold(Ring())
+                    self.transfers.delay(now + self.config.join_settle)
+                fresh = replace(self._my_record(me.tokens, me.version + 1), status=status)
                 self.members.merge_one(fresh)
                 self._persist_membership()
                 return True

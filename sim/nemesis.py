@@ -22,7 +22,7 @@ Fault kinds (`FAULT_KINDS`):
   reorder    frames draw independent latencies for a while, so they overtake
   slow       some links become 5-100x slower for a while
   leave      a node leaves the cluster (its ranges go to their new owners), and later
-             rejoins with an empty data dir, fetching its ranges again
+             rejoins with an empty data dir or its old one, fetching its ranges again
   remove     a node crashes and loses its disk for good; once the others judge it down,
              an operator removes it (its ranges are re-replicated from the survivors);
              later a new node with its name joins with an empty disk
@@ -311,8 +311,11 @@ class Nemesis:
         if self._status(node, node) != "left":
             self.world.after(1.0, self._after_leave, node)  # still handing over
             return
-        self._say(f"rejoin {node} with an empty disk")
-        self.world.crash(node, lose_disk=True)
+        # Half the time with an empty disk (a new machine), half with what it held when
+        # it left (stale by now): either way it must fetch its ranges again.
+        wipe = self.rng.random() < 0.5
+        self._say(f"rejoin {node} with {'an empty' if wipe else 'its old'} disk")
+        self.world.crash(node, lose_disk=wipe)
         self.world.restart(node)
         self._changing = None
 

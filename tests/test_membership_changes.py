@@ -145,3 +145,25 @@ def test_the_last_node_cannot_leave() -> None:
     net = started(1)
     error, effects = net.nodes["n1"].start_leave(net.now)
     assert error is not None and effects == []
+
+
+def test_a_node_that_left_and_is_started_again_joins_again() -> None:
+    net = started(5)
+    written = {f"k{i}".encode(): b"v" for i in range(100)}
+    for key, value in written.items():
+        put(net, "n1", key, value)
+    _, effects = net.nodes["n4"].start_leave(net.now)
+    net._apply("n4", effects)
+    net.settle()
+    assert statuses(net, "n1")["n4"] == "left"
+    fresh = {f"after{i}".encode(): b"w" for i in range(100)}
+    for key, value in fresh.items():  # written while n4 is gone: it has none of them
+        put(net, "n2", key, value)
+    net.crash("n4")
+    net.restart("n4")  # same data dir
+    assert statuses(net, "n4")["n4"] == "joining"
+    net.settle()
+    assert all(s == "up" for s in statuses(net, "n1").values())
+    assert "n4" in net.nodes["n1"].ring.nodes
+    assert_replicated(net, written | fresh)
+    assert net.nodes["n4"].transfers.stats.keys_received > 0
