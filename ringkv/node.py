@@ -224,7 +224,6 @@ class Node:
             me = self._my_record(initial_tokens(self.id, self.config.vnodes), 1)
             self.members.merge_one(me)
             self._persist_membership()
-            self.transfers.hold(Ring(self.members.ring_tokens()))
             return True
         return False
 

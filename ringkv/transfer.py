@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gossip.membership import JOINING, LEAVING, LEFT
+from gossip.membership import JOINING, LEAVING, LEFT, UP
 from ring.ring import Ring
 from ring.token import key_token
 from ring.transition import TokenSet, fingerprint, gains
@@ -34,6 +34,7 @@ from ringkv.effects import Effect, Send
 from ringkv.transfer_wire import RangeBatch, RangeFetch, SyncDone
 from ringkv.wire import Message
 from storage.keys import data_key
+from storage.versions import Versions
 
 if TYPE_CHECKING:
     from ringkv.node import Node
@@ -74,9 +75,13 @@ class TransferStats:
 @dataclass(slots=True)
 class _Sync:
     target: Ring
-    target_fp: int
     queue: list[_Piece] = field(default_factory=list)
     total: int = 0
+
+
+def _record_bytes(key: bytes, versions: Versions) -> int:
+    """What a transferred record counts for in the byte metrics: key and values."""
+    return len(key) + sum(len(s.value or b"") for s in versions.siblings)
 
 
 class Transfers:
@@ -98,13 +103,18 @@ class Transfers:
         self._not_before = 0.0
         self._next_notice = 0.0
         self._synced: dict[int, set[str]] = {}  # pending fingerprint -> nodes holding it
-        self._heirs_cache: tuple[int, int, frozenset[str]] | None = None
+        # Fingerprints of the held and pending rings, computed when either changes
+        # (`hold`, `ring_changed`) rather than on every tick that compares them.
+        self._held_fp = fingerprint(self.held.token_map()) if self.held is not None else 0
+        self._pending_fp = fingerprint(node.pending.token_map())
+        self._heirs_of: frozenset[str] | None = None  # while leaving; reset on ring changes
 
     # --- the held ring ------------------------------------------------------------
 
     def hold(self, ring: Ring) -> None:
         """Declare the local data complete for `ring` (a new cluster, an old data dir)."""
         self.held = ring
+        self._held_fp = fingerprint(ring.token_map())
         self._done = TokenSet()
         self._cursors.clear()
         self.node.store.put_meta("held_ring", {k: list(v) for k, v in ring.token_map().items()})
@@ -125,13 +135,14 @@ class Transfers:
         node = self.node
         self._fetches.clear()
         self._sync = None
+        self._heirs_of = None
+        self._pending_fp = fingerprint(node.pending.token_map())
         if self.held is None:
-            self.hold(node.ring)  # data from before held rings were recorded
+            self.hold(Ring())  # a joiner, just admitted: it holds nothing yet
         held = self.held
         assert held is not None
         target = node.pending
-        target_fp = fingerprint(target.token_map())
-        if target_fp == fingerprint(held.token_map()):
+        if self._pending_fp == self._held_fp:
             return []
         pieces = []
         for g in gains(node.id, held, target, node.ring, node.n):
@@ -139,7 +150,7 @@ class Transfers:
                 pieces.append(_Piece(s, e, g.sources, self._cursors.get((s, e))))
         if not pieces:
             return self._complete(target, now)
-        self._sync = _Sync(target, target_fp, pieces, len(pieces))
+        self._sync = _Sync(target, pieces, len(pieces))
         return []
 
     def _complete(self, target: Ring, now: float) -> list[Effect]:
@@ -147,7 +158,7 @@ class Transfers:
         self.stats.syncs_completed += 1
         me = self.node.members.get(self.node.id)
         if me is not None and me.status == JOINING:
-            return self.node.set_own_status("up", now)
+            return self.node.set_own_status(UP, now)
         return []
 
     # --- periodic work --------------------------------------------------------------
@@ -215,7 +226,7 @@ class Transfers:
         size = 0
         for _, key, record in page:
             items.append((key, record.versions))
-            size += len(key) + sum(len(s.value or b"") for s in record.versions.siblings)
+            size += _record_bytes(key, record.versions)
             if size >= PAGE_BYTES:
                 break
         self.stats.keys_sent += len(items)
@@ -237,8 +248,7 @@ class Transfers:
         for key, versions in items:
             node.store.merge_record(key_token(key), key, versions, node._resolve)
             self.stats.keys_received += 1
-            self.stats.bytes_received += len(key) + sum(
-                len(s.value or b"") for s in versions.siblings)
+            self.stats.bytes_received += _record_bytes(key, versions)
         piece = fetch.piece
         if next_after is not None:
             piece.after = next_after
@@ -257,15 +267,13 @@ class Transfers:
     # --- leaving ----------------------------------------------------------------------
 
     def _heirs(self) -> frozenset[str]:
-        """Nodes that inherit a range of this (leaving) node."""
-        node = self.node
-        key = (fingerprint(node.ring.token_map()), fingerprint(node.pending.token_map()))
-        if self._heirs_cache is None or self._heirs_cache[:2] != key:
-            heirs = frozenset(
+        """Nodes that inherit a range of this (leaving) node, under the current rings."""
+        if self._heirs_of is None:
+            node = self.node
+            self._heirs_of = frozenset(
                 other for other in node.pending.nodes
                 if other != node.id and gains(other, node.ring, node.pending, node.ring, node.n))
-            self._heirs_cache = (*key, heirs)
-        return self._heirs_cache[2]
+        return self._heirs_of
 
     def waiting_for(self) -> list[str]:
         """While leaving: the heirs that have not yet said they hold their new ranges."""
@@ -273,7 +281,7 @@ class Transfers:
         me = node.members.get(node.id)
         if me is None or me.status != LEAVING:
             return []
-        synced = self._synced.get(fingerprint(node.pending.token_map()), set())
+        synced = self._synced.get(self._pending_fp, set())
         return sorted(self._heirs() - synced)
 
     def _leave_progress(self, now: float) -> list[Effect]:
@@ -284,9 +292,8 @@ class Transfers:
         if leaving and self._sync is None and self.held is not None \
                 and now >= self._next_notice:
             self._next_notice = now + SYNC_NOTICE_EVERY
-            fp = fingerprint(self.held.token_map())
-            if fp == fingerprint(node.pending.token_map()):
-                effects.extend(Send(dst, SyncDone(fp)) for dst in leaving)
+            if self._held_fp == self._pending_fp:
+                effects.extend(Send(dst, SyncDone(self._pending_fp)) for dst in leaving)
         me = node.members.get(node.id)
         if me is not None and me.status == LEAVING and not self.waiting_for():
             effects.extend(node.set_own_status(LEFT, now))
