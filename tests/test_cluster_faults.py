@@ -203,6 +203,23 @@ class Writers:
             return dict(self.acked)
 
 
+def kill_all_at_once(cluster: Cluster) -> None:
+    """SIGKILL every node, as close together as we can, then reap them."""
+    for node in cluster:
+        node._signal_group(signal.SIGKILL)
+    for node in cluster:
+        node.kill()
+
+
+def restart_all(cluster: Cluster) -> None:
+    """Start every node again and wait until the cluster has settled."""
+    for node in cluster:
+        node.start()
+    for node in cluster:
+        node.wait_healthy()
+    cluster.settle()
+
+
 def assert_all_readable(reader: NodeProc, acked: dict[str, bytes]) -> None:
     missing = {}
     for key, value in acked.items():
@@ -218,17 +235,10 @@ def test_no_acknowledged_write_lost_when_every_node_is_killed(
     cluster = make_cluster(size=3)  # LMDB, --sync group (the defaults)
     with Writers(cluster.nodes) as writers:
         wait_until(lambda: writers.count() >= 150, 60, "150 acknowledged writes")
-        for node in cluster:  # SIGKILL all of them, as close together as we can
-            node._signal_group(signal.SIGKILL)
-        for node in cluster:
-            node.kill()
+        kill_all_at_once(cluster)
     acked = writers.snapshot()
 
-    for node in cluster:
-        node.start()
-    for node in cluster:
-        node.wait_healthy()
-    cluster.settle()
+    restart_all(cluster)
     assert_all_readable(cluster["n2"], acked)
 
 
@@ -253,17 +263,10 @@ def test_no_acknowledged_write_lost_under_churn(make_cluster: MakeCluster) -> No
             else:
                 victim.restart()
             cluster.wait_all_up(timeout=30)
-        for node in cluster:
-            node._signal_group(signal.SIGKILL)
-        for node in cluster:
-            node.kill()
+        kill_all_at_once(cluster)
     acked = writers.snapshot()
 
-    for node in cluster:
-        node.start()
-    for node in cluster:
-        node.wait_healthy()
-    cluster.settle()
+    restart_all(cluster)
     wait_until(lambda: all(metric(n, "ringkv_hints_pending") == 0 for n in cluster), 60,
                "every hint to be handed off")
     assert_all_readable(cluster["n3"], acked)
