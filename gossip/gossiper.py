@@ -35,7 +35,9 @@ Invariants:
   heartbeat and its detector history, and marks it up at once.
 - Refutation: a record of ourselves that is newer than ours, or as new but different,
   is answered by bumping our own version past it. A `left` record of ourselves is
-  adopted instead: a removal is final, and the node learns it through `changed`.
+  adopted instead: a removal is final, and the node learns it through `changed`;
+  unless we are joining under another generation: a new life, which the removal of an
+  earlier one does not touch.
 - `left` members are never gossiped to and not watched; their records still spread.
 - Randomness only from the rng passed in; iteration over sorted members.
 """
@@ -46,7 +48,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from gossip.membership import LEFT, Member, Membership
+from gossip.membership import JOINING, LEFT, Member, Membership
 from gossip.messages import Beat, GossipAck, GossipAck2, GossipSyn
 from gossip.phi import PhiAccrualDetector
 
@@ -266,7 +268,11 @@ class Gossiper:
             return
         if rec.version < mine.version or rec == mine:
             return
-        if rec.status == LEFT and mine.status != LEFT:
+        # A joiner with a new generation is a new life of this node id (a removed node
+        # rejoining with an empty disk): the removal of an earlier life is not about it,
+        # even when its seed wrote our record at the removal's version.
+        new_life = mine.status == JOINING and rec.generation != mine.generation
+        if rec.status == LEFT and mine.status != LEFT and not new_life:
             # Removed by an operator (or our own leave, echoed): adopt, never refute.
             new = rec if rec.version > mine.version else replace(rec, version=mine.version + 1)
         else:

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from gossip.gossiper import Gossiper
-from gossip.membership import LEAVING, LEFT, UP, Member, Membership
+from gossip.membership import JOINING, LEAVING, LEFT, UP, Member, Membership
 from gossip.messages import Beat, GossipAck, GossipAck2, GossipSyn
 from gossip.phi import PhiAccrualDetector
 from sim.gossip_scale import GossipWorld, movement_table
@@ -213,6 +213,17 @@ def test_a_removal_of_ourselves_is_adopted_not_refuted() -> None:
     g = gossiper(member("a", version=3))
     res = g.learn([member("a", version=3, status=LEFT)], 0.0)
     assert res.changed == [member("a", version=4, status=LEFT)]
+
+
+def test_a_removal_of_an_earlier_life_does_not_stop_a_rejoin() -> None:
+    # Removed while dead, then back with an empty disk: a seed that had not yet heard
+    # of the removal wrote our joining record at the removal's version. Refuted.
+    g = gossiper(member("a", version=4, status=JOINING, generation=8))
+    res = g.learn([member("a", version=4, status=LEFT, generation=7)], 0.0)
+    assert res.changed == [member("a", version=5, status=JOINING, generation=8)]
+    # The removal of this very life is still final.
+    res = g.learn([member("a", version=6, status=LEFT, generation=8)], 0.0)
+    assert res.changed == [member("a", version=6, status=LEFT, generation=8)]
 
 
 def test_a_seed_written_record_of_ourselves_is_taken_before_joining() -> None:
