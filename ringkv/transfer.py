@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from gossip.membership import JOINING, LEAVING, LEFT, UP
 from ring.ring import Ring
-from ring.token import key_token
+from ring.token import TokenRange, key_token
 from ring.transition import TokenSet, fingerprint, gains
 from ringkv.effects import Effect, Send
-from ringkv.transfer_wire import RangeBatch, RangeFetch, SyncDone
+from ringkv.transfer_wire import RangeBatch, RangeBusy, RangeFetch, SyncDone
 from ringkv.wire import Message
 from storage.keys import data_key
 from storage.versions import Versions
@@ -85,7 +85,8 @@ def _record_bytes(key: bytes, versions: Versions) -> int:
 
 
 class Transfers:
-    MESSAGE_TYPES = frozenset({RangeFetch.TYPE, RangeBatch.TYPE, SyncDone.TYPE})
+    MESSAGE_TYPES = frozenset({RangeFetch.TYPE, RangeBatch.TYPE, SyncDone.TYPE,
+                               RangeBusy.TYPE})
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -212,7 +213,11 @@ class Transfers:
     def receive(self, src: str, msg: Message, now: float) -> list[Effect]:
         match msg:
             case RangeFetch(req_id, start, end, after, limit):
+                if self._still_fetching(start, end):
+                    return [Send(src, RangeBusy(req_id))]
                 return [self._serve(src, req_id, start, end, after, limit)]
+            case RangeBusy(req_id):
+                return self._on_busy(src, req_id)
             case RangeBatch(req_id, items, next_after):
                 return self._on_batch(src, req_id, items, next_after, now)
             case SyncDone(fp):
@@ -236,6 +241,30 @@ class Transfers:
             return Send(src, RangeBatch(req_id, tuple(items), None))
         token, key, _ = page[len(items) - 1]
         return Send(src, RangeBatch(req_id, tuple(items), data_key(token, key)))
+
+    def _still_fetching(self, start: int, end: int) -> bool:
+        """True if part of ``(start, end]`` is among the ranges this node still fetches.
+
+        A node in the current ring may be fetching ranges a removal gave it; serving one
+        of those would hand over an incomplete range as if it were whole.
+        """
+        sync = self._sync
+        if sync is None:
+            return False
+        fetching = TokenSet()
+        for piece in [*sync.queue, *(f.piece for f in self._fetches.values())]:
+            fetching.add(piece.start, piece.end)
+        free = sum(TokenRange(s, e).size() for s, e in fetching.missing(start, end))
+        return free < TokenRange(start, end).size()
+
+    def _on_busy(self, src: str, req_id: int) -> list[Effect]:
+        fetch = self._fetches.get(req_id)
+        if fetch is None or fetch.source != src or self._sync is None:
+            return []
+        del self._fetches[req_id]
+        fetch.piece.tries += 1  # the next source in turn: this one does not hold it yet
+        self._sync.queue.append(fetch.piece)
+        return []
 
     def _on_batch(self, src: str, req_id: int, items: Any, next_after: bytes | None,
                   now: float) -> list[Effect]:

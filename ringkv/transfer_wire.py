@@ -1,10 +1,12 @@
-"""Messages of range transfers (joins, leaves, removals), type ids 40-42.
+"""Messages of range transfers (joins, leaves, removals), type ids 40-43.
 
 A node that must hold a range it does not hold yet pulls it page by page:
 `RangeFetch` asks a previous owner for the records of ``(start, end]`` after a data
 key, and `RangeBatch` answers with at most `limit` of them and the cursor to continue
-from (`None` once the range is exhausted). `SyncDone` tells a leaving node that the
-sender holds every range of the pending ring named by a fingerprint.
+from (`None` once the range is exhausted); `RangeBusy` refuses a fetch of a range the
+source is itself still fetching (it does not hold it yet: ask another). `SyncDone`
+tells a leaving node that the sender holds every range of the pending ring named by a
+fingerprint.
 
 Every decoder validates sizes and types: a malformed frame raises ValueError and the
 transport refuses it.
@@ -95,4 +97,19 @@ class SyncDone:
         return cls(_uint(f[0]))
 
 
-TRANSFER_MESSAGES = (RangeFetch, RangeBatch, SyncDone)
+@dataclass(frozen=True, slots=True)
+class RangeBusy:
+    TYPE: ClassVar[int] = 43
+    req_id: int
+
+    def to_fields(self) -> list[Any]:
+        return [self.req_id]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> RangeBusy:
+        if len(f) != 1:
+            raise ValueError("malformed range refusal")
+        return cls(_uint(f[0]))
+
+
+TRANSFER_MESSAGES = (RangeFetch, RangeBatch, SyncDone, RangeBusy)

@@ -11,7 +11,7 @@ import pytest
 from coordinator.requests import QuorumFailed, Rejected, WriteOk, WriteRequest
 from gossip.membership import UP, Member
 from ringkv import wire
-from ringkv.transfer_wire import RangeBatch, RangeFetch, SyncDone
+from ringkv.transfer_wire import RangeBatch, RangeBusy, RangeFetch, SyncDone
 from storage.versions import EMPTY_CONTEXT, update
 
 ACTOR = ("n1", 42, 7)
@@ -37,6 +37,7 @@ MESSAGES = [
     RangeBatch(11, ((b"key", STATE), (b"k2", STATE)), b"\x00" * 8 + b"k2"),
     RangeBatch(12, (), None),
     SyncDone(2**64 - 1),
+    RangeBusy(13),
 ]
 
 
@@ -51,7 +52,8 @@ def test_type_ids_are_unique_and_stable() -> None:
     ids = {type(m).__name__: type(m).TYPE for m in MESSAGES}
     assert ids == {"JoinRequest": 4, "JoinReply": 5, "ReplicaPut": 10, "ReplicaPutAck": 11,
                    "ReplicaGet": 12, "ReplicaGetReply": 13, "ForwardWrite": 20,
-                   "ForwardReply": 21, "RangeFetch": 40, "RangeBatch": 41, "SyncDone": 42}
+                   "ForwardReply": 21, "RangeFetch": 40, "RangeBatch": 41, "SyncDone": 42,
+                   "RangeBusy": 43}
     registered = {cls.__name__: type_id for type_id, cls in wire._EXTENSIONS.items()}
     assert {"GossipSyn": 6, "GossipAck": 7, "GossipAck2": 8}.items() <= registered.items()
     with pytest.raises(ValueError, match="already taken"):
