@@ -629,7 +629,13 @@ class Node:
                     in_flight.setdefault(op.target, set()).add(op.hint_key)
         effects: list[Effect] = []
         for target in self.store.hint_targets():
-            if target == self.id or not self.is_up(target, now):
+            if target == self.id:
+                continue
+            member = self.members.get(target)
+            if member is not None and member.status in (LEAVING, LEFT):
+                self._redirect_hints(target, in_flight.get(target, set()))
+                continue
+            if not self.is_up(target, now):
                 continue
             busy = in_flight.get(target, set())
             room = self.config.hint_replay_batch - len(busy)
@@ -644,6 +650,25 @@ class Node:
                 self._ops[req_id] = _HintOp(target, hkey, versions, now + HINT_TIMEOUT)
                 effects.append(Send(target, ReplicaPut(req_id, key, versions, None)))
         return effects
+
+    def _redirect_hints(self, target: str, busy: set[bytes]) -> None:
+        """Turn hints for a node that is leaving or has left into hints for the key's
+        replicas in the pending ring, which are its heirs.
+
+        Handed to the departing node, a hint could land after its heirs fetched its
+        ranges and be lost with it; and a node that has left never takes one again.
+        Paced like replay: `hint_replay_batch` a tick.
+        """
+        for hkey in self.store.hints_for(target, self.config.hint_replay_batch, busy):
+            versions = self.store.get_hint(hkey)
+            token, key, _ = split_hint_key(hkey)
+            if versions is not None:
+                for owner in self.pending.preference_list(token, self.n):
+                    if owner == self.id:
+                        self.store.merge_record(token, key, versions, self._resolve)
+                    elif owner != target:
+                        self.store.merge_hint(token, key, owner, versions, self._resolve)
+            self.store.delete_hint(hkey)
 
     def _on_hint_ack(self, req_id: int, op: _HintOp) -> list[Effect]:
         del self._ops[req_id]

@@ -167,3 +167,62 @@ def test_a_node_that_left_and_is_started_again_joins_again() -> None:
     assert "n4" in net.nodes["n1"].ring.nodes
     assert_replicated(net, written | fresh)
     assert net.nodes["n4"].transfers.stats.keys_received > 0
+
+
+def test_a_node_still_fetching_a_range_refuses_to_serve_it() -> None:
+    from ring.transition import TokenSet
+    from ringkv.transfer_wire import RangeBatch, RangeBusy, RangeFetch
+
+    net = started(4)
+    for i in range(300):
+        put(net, "n1", f"k{i}".encode(), b"v")
+    net.add("n5", ("127.0.0.1:9001",))
+    transfers = net.nodes["n5"].transfers
+    while transfers.stats.keys_received == 0:
+        net.step()
+    sync = transfers._sync
+    assert sync is not None and sync.queue
+    piece = sync.queue[-1]
+    # Asked for a range it is still fetching (a removal can make such a node a
+    # source): it refuses, rather than hand over part of the range as the whole.
+    [busy] = transfers.receive("n1", RangeFetch(7, piece.start, piece.end, None, 10),
+                               net.now)
+    assert busy.msg == RangeBusy(7)  # type: ignore[union-attr]
+    # A range it is not fetching (a gap between its pieces) is served as usual.
+    fetching = TokenSet()
+    for p in [*sync.queue, *(f.piece for f in transfers._fetches.values())]:
+        fetching.add(p.start, p.end)
+    gap_start, gap_end = fetching.missing(0, 0)[0]
+    [batch] = transfers.receive("n1", RangeFetch(8, gap_start, gap_end, None, 10), net.now)
+    assert isinstance(batch.msg, RangeBatch)  # type: ignore[union-attr]
+    # The fetcher that is refused asks the next source instead.
+    req_id, fetch = next(iter(transfers._fetches.items()))
+    tries = fetch.piece.tries
+    assert transfers.receive(fetch.source, RangeBusy(req_id), net.now) == []
+    assert req_id not in transfers._fetches and fetch.piece.tries == tries + 1
+    assert fetch.piece in sync.queue
+    net.settle()
+    assert statuses(net, "n1")["n5"] == "up"
+
+
+def test_hints_for_a_removed_node_go_to_its_heirs() -> None:
+    net = started(5)
+    net.crash("n3")  # for good
+    net.run_for(1.5)  # judged down by the others
+    written = {}
+    for i in range(60):
+        key = f"h{i}".encode()
+        if "n3" in net.nodes["n1"].preference_list(key):
+            put(net, "n1", key, b"while n3 was down")  # a hint for n3 somewhere
+            written[key] = b"while n3 was down"
+    assert sum(n.store.hints_pending() for n in net.nodes.values()) > 0
+    _, effects = net.nodes["n1"].remove_member("n3", net.now)
+    net._apply("n1", effects)
+    net.settle()
+    # A node that left takes no hint again: each goes to the key's new replicas.
+    for _ in range(100):
+        if sum(n.store.hints_pending() for n in net.nodes.values()) == 0:
+            break
+        net.run_for(0.1)
+    assert sum(n.store.hints_pending() for n in net.nodes.values()) == 0
+    assert_replicated(net, written)
