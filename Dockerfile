@@ -8,11 +8,14 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The project from the checkout (.dockerignore keeps tests, docs and caches out), and
-# a user with a fixed uid, so a volume's files keep their owner when the image is
-# rebuilt. One RUN: every layer costs a diff of the whole tree on some storage drivers.
+# The exact, hashed dependencies of requirements/image.lock (refresh with scripts/lock),
+# then the project from the checkout (.dockerignore keeps tests, docs and caches out)
+# without resolving anything again, and a user with a fixed uid, so a volume's files
+# keep their owner when the image is rebuilt. One RUN: every layer costs a diff of the
+# whole tree on some storage drivers.
 COPY . /tmp/ringkv-src
-RUN pip install --no-cache-dir /tmp/ringkv-src \
+RUN pip install --no-cache-dir --require-hashes -r /tmp/ringkv-src/requirements/image.lock \
+    && pip install --no-cache-dir --no-deps /tmp/ringkv-src \
     && rm -rf /tmp/ringkv-src \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /data ringkv \
     && mkdir -p /data \

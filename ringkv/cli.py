@@ -320,7 +320,10 @@ def _client_errors() -> Iterator[None]:
 
 def _read_value(value: str | None) -> bytes:
     if value is None or value == "-":
-        return click.get_binary_stream("stdin").read()
+        # open_file("-") is click's stream API: it honours CliRunner's isolation too.
+        with click.open_file("-", "rb") as stdin:
+            data: bytes = stdin.read()
+        return data
     return value.encode("utf-8")
 
 
@@ -397,7 +400,7 @@ def get(
 
     with _client_errors(), Client(node) as kv:
         result = kv.get(key, r, timeout)
-    out = click.get_binary_stream("stdout")
+    out = click.open_file("-", "wb")
     if as_json:
         doc = {
             "found": result.found,
