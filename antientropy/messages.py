@@ -1,7 +1,7 @@
 """The anti-entropy messages (type ids 30-39) and their strict field codecs.
 
 Job: the four steps of an exchange between two replicas, as frozen dataclasses that
-`ringkv.wire.register` makes encodable:
+`ringkv.core.wire.register` makes encodable:
 
     AeNodes(level 0)  roots of the ranges both replicas hold     initiator -> peer
     AeNodes(level k)  the children of every node that differed   alternately, down

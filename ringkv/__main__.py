@@ -1,6 +1,6 @@
 """`python -m ringkv`: the same command line as the `ringkv` console script."""
 
-from ringkv.cli import main
+from ringkv.tools.cli import main
 
 if __name__ == "__main__":
     main(prog_name="ringkv")

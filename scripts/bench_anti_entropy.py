@@ -4,7 +4,7 @@
 Two measurements:
 
 ``cost`` (in process, deterministic): three real `Node`s on the in-memory network of
-`tests/memnet.py` (N=3, so every node replicates every key; 256 vnodes each, as the
+`tests/support/memnet.py` (N=3, so every node replicates every key; 256 vnodes each, as the
 default), each holding the same 100,000 keys. Then one node loses D keys (D = 0, 10,
 10,000 by default) and the nodes run until every tree agrees. Reported: anti-entropy
 messages, bytes, (key, hash) pairs listed, key versions sent, keys repaired, and the
@@ -51,7 +51,7 @@ def _trees_agree(net) -> bool:  # type: ignore[no-untyped-def]
 
 
 def cost(keys: int, diffs: list[int], seed: int) -> list[dict[str, float]]:
-    from tests.memnet import MemNet
+    from tests.support.memnet import MemNet
 
     out = []
     for d in diffs:
@@ -123,7 +123,7 @@ async def _load(urls: list[str], keys: int, seconds: float, clients: int,
 
 
 def latency(keys: int, seconds: float, clients: int, seed: int) -> list[dict[str, object]]:
-    from tests.procs import Cluster
+    from tests.support.procs import Cluster
 
     results = []
     for label, interval in (("off", "1000000"), ("every 1 s", "1"), ("off", "1000000"),

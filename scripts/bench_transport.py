@@ -1,4 +1,4 @@
-"""Throughput of ringkv.transport on loopback: one-way frames/s and round trips/s.
+"""Throughput of ringkv.net.transport on loopback: one-way frames/s and round trips/s.
 
     python scripts/bench_transport.py [--loop asyncio|uvloop|both] [--seconds 3] [--size 100]
 
@@ -32,7 +32,7 @@ import msgpack
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ringkv.transport import Transport  # noqa: E402
+from ringkv.net.transport import Transport  # noqa: E402
 
 ECHO, ONEWAY, ACK = 0, 1, 2
 ACK_EVERY = 1000

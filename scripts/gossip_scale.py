@@ -8,7 +8,7 @@
 
 Prints two markdown tables: per cluster size, the time for one node's record change to
 reach every node (median/max over trials), gossip bytes sent per node per second
-(every message encoded with ringkv.wire), and the time until each other node judges a
+(every message encoded with ringkv.core.wire), and the time until each other node judges a
 killed node down (median/max over observers and trials) and, once it restarts, until
 each judges it up again; how many stalls of 1-4 s of one node of ten were judged down
 by any node; and, per cluster size n, the

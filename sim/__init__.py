@@ -1,7 +1,7 @@
 """The deterministic simulation of ringkv (FoundationDB style).
 
 One seeded world (`sim.world.World`) owns a virtual clock, one `random.Random` and a
-heap of events, and drives the very same `ringkv.node.Node` objects the asyncio runtime
+heap of events, and drives the very same `ringkv.core.node.Node` objects the asyncio runtime
 drives, with the real wire codec and the in-memory engine. A simulated network and a
 nemesis (`sim.network`, `sim.nemesis`) inject faults; a workload (`sim.workload`) goes
 through the client-facing coordinator path; checkers (`sim.checkers`) judge the history

@@ -4,7 +4,7 @@ Job: run n `gossip.Gossiper`s (no storage, no requests) over `sim.network.Networ
 (its per-link latency model, drops and blocked links) on a virtual clock, with kills,
 restarts and pauses, and measure what docs/membership.md reports: how long a record
 change takes to reach every node, gossip bytes per node per second (every message is
-encoded and decoded with `ringkv.wire`, as in the real node), how long until every
+encoded and decoded with `ringkv.core.wire`, as in the real node), how long until every
 node judges a killed node down; and, from the ring alone, the share of keys whose
 replicas change when one node joins.
 
@@ -28,7 +28,7 @@ from gossip.phi import PhiAccrualDetector, PhiSettings
 from ring.allocation import allocate_tokens, initial_tokens
 from ring.ring import Ring
 from ring.token import TOKEN_SPACE
-from ringkv import wire
+from ringkv.core import wire
 from sim.network import Network, NetworkProfile
 
 TICK = 0.1  # the runtime's tick

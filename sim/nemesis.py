@@ -43,8 +43,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ringkv.effects import Effect
-from ringkv.node import Node
+from coordinator.effects import Effect
+from ringkv.core.node import Node
 from sim.world import World
 
 FAULT_KINDS = ("partition", "oneway", "pause", "crash", "torn", "disk", "skew", "drop",

@@ -15,7 +15,7 @@ Invariants:
   partition started while it was in flight (`blocked`).
 - Latencies are positive: no frame arrives at the instant it was sent.
 - Per-message-type latency (`inject`, off unless set): a hook such as
-  `ringkv.latency.LatencyInjector.delay` adds its delay (seconds) to a frame's link
+  `ringkv.core.latency.LatencyInjector.delay` adds its delay (seconds) to a frame's link
   latency, by message type (the WARS legs of a consistency experiment). It applies to
   a frame a node sends itself too (`local_delay`), as the runtime's injection does.
 """

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from coordinator.requests import ClientResponse, NotFound, ReadOk, ReadRequest
-from ringkv.config import NodeConfig
+from ringkv.core.config import NodeConfig
 from sim import checkers
 from sim.checkers import FinalRead
 from sim.nemesis import DEFAULT_FAULTS, FAULT_KINDS, KNOWN_BUG_FAULTS, Nemesis, NemesisConfig

@@ -1,7 +1,7 @@
 """Staleness trials in the simulated world: write, wait t ms, read from elsewhere.
 
 Job: measure t-visibility and k-staleness (`pbs.model` defines both) with the real
-`ringkv.node.Node` objects, so that the WARS predictor can be checked against the code
+`ringkv.core.node.Node` objects, so that the WARS predictor can be checked against the code
 that ships, not against a model of it.
 
 How one batch runs: a small world of N nodes (so every node holds a replica of every
@@ -15,7 +15,7 @@ one commits, with its context) and reads at once; it is consistent when the read
 returns any of the k values.
 
 The network is made to match the WARS model: every frame's link latency is 1 us, on
-top of which the latency injector (`ringkv.latency`) draws each leg's delay; frames
+top of which the latency injector (`ringkv.core.latency`) draws each leg's delay; frames
 draw independently (no per-link FIFO, as with injection in the runtime, where the delay
 is applied before a message leaves); the disk commits in 1 us; clients reach nodes at
 once. That is the "replica" topology of `pbs.model`.
@@ -42,8 +42,8 @@ from coordinator.requests import (
     WriteRequest,
 )
 from pbs.distributions import Legs
-from ringkv.config import NodeConfig
-from ringkv.latency import LatencyInjector
+from ringkv.core.config import NodeConfig
+from ringkv.core.latency import LatencyInjector
 from sim.network import NetworkProfile
 from sim.world import World
 from storage.versions import EMPTY_CONTEXT, Context

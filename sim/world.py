@@ -1,9 +1,9 @@
 """The simulated world: a virtual clock, one seeded rng, a heap of events, the nodes.
 
-Job: host real `ringkv.node.Node` objects and carry out their effects exactly as the
+Job: host real `ringkv.core.node.Node` objects and carry out their effects exactly as the
 asyncio runtime (`ringkv/runtime.py`) does, but in virtual time:
 
-- every `Send` is encoded with the real codec (`ringkv.wire`), handed to the simulated
+- every `Send` is encoded with the real codec (`ringkv.core.wire`), handed to the simulated
   network (`sim.network`), and decoded again on arrival;
 - every `SetTimer` becomes a heap event; every node is ticked every `tick` seconds
   (with a per-node phase), as the runtime's tick loop does;
@@ -36,12 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.effects import Effect, Reply, Send, SetTimer
 from coordinator.requests import ClientRequest, ClientResponse, ReadRequest
-from ringkv import wire
-from ringkv.config import NodeConfig
-from ringkv.effects import Effect, Reply, Send, SetTimer
-from ringkv.node import REPAIR_ID, Node
-from ringkv.wire import ReplicaPut
+from ringkv.core import wire
+from ringkv.core.config import NodeConfig
+from ringkv.core.node import REPAIR_ID, Node
+from ringkv.core.wire import ReplicaPut
 from sim.network import Network, NetworkProfile
 from sim.trace import Trace
 from storage.engine import Batch

@@ -1,6 +1,6 @@
 """Shared pytest fixtures and hooks.
 
-Multi-process clusters (see `tests/procs.py`):
+Multi-process clusters (see `tests/support/procs.py`):
 
 - `make_cluster` (per test) and `make_module_cluster` (per module) are factories:
   ``make_cluster(size=3, extra_args=(...), start=True) -> Cluster``. A finalizer kills
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ACTIVE, Cluster
+from tests.support.procs import ACTIVE, Cluster
 
 ClusterFactory = Callable[..., Cluster]
 

@@ -1,0 +1,518 @@
+"""Node configuration: the frozen `NodeConfig` and how it is loaded.
+
+Job: turn the four sources of contract section 1 -- command line, environment
+(`RINGKV_*`), TOML config file (`--config` / `RINGKV_CONFIG`) and defaults, in that
+order of precedence -- into one validated `NodeConfig`, or fail with a `ConfigError`
+whose message is a single line naming the bad setting *as the user wrote it*
+(`--r`, `RINGKV_HTTP_PORT`, `http_port in node.toml`).
+
+This module is pure (see `tests/test_purity.py`): no asyncio, sockets or clocks. The
+environment is read in exactly one place, `load_config`, and only when the caller
+does not pass `env` explicitly. `NodeConfig` validates itself on construction too,
+so a config built in code (tests, the simulator) obeys the same rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, NoReturn
+
+from pbs.distributions import LatencySpecError, parse_legs
+
+__all__ = [
+    "ConfigError",
+    "NodeConfig",
+    "ENV_PREFIX",
+    "LOG_LEVELS",
+    "STORAGE_ENGINES",
+    "SYNC_MODES",
+    "CONFLICT_MODES",
+    "cli_flag",
+    "env_var",
+    "fast_test_config",
+    "format_hostport",
+    "load_config",
+    "parse_hostport",
+]
+
+NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ENV_PREFIX = "RINGKV_"
+STORAGE_ENGINES = ("lmdb", "memory")
+SYNC_MODES = ("group", "none")
+CONFLICT_MODES = ("dvv", "lww")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_VNODES = 4096
+
+
+class ConfigError(ValueError):
+    """A bad setting. `str(err)` is one line: ``bad setting <where>: <problem>``."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = " ".join(problem.split())  # one line, whatever the cause said
+        super().__init__(f"bad setting {setting}: {self.problem}")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything one node needs to know at start-up. Immutable; validated on creation."""
+
+    # Stable identity; it names the node in the ring, in versions and in hints, so it
+    # must survive restarts. No default: two nodes silently sharing one would be a bug.
+    node_id: str
+    # Loopback by default: a fresh node is not exposed to the network until asked to be.
+    host: str = "127.0.0.1"
+    # What peers and clients are told to dial; None means the bind host (right for
+    # loopback and single-interface hosts, wrong behind NAT or when binding 0.0.0.0).
+    advertise: str | None = None
+    # Conventional alternate-HTTP port, so a default node does not need root.
+    http_port: int = 8080
+    # Kept 1000 above the HTTP port so the pair is easy to remember and to firewall.
+    rpc_port: int = 9080
+    # None means ./data/<node_id>: one directory per node, so several local nodes
+    # started from the same working directory never share files.
+    data_dir: str | None = None
+    # Empty: this node starts a new cluster. Any one live member is enough to join.
+    seeds: tuple[str, ...] = ()
+    # Dynamo's classic (3, 2, 2): R + W > N gives read-your-writes without failures,
+    # and the cluster stays readable and writable with one replica of each key down.
+    n: int = 3
+    r: int = 2
+    w: int = 2
+    # 256 tokens per node keeps each node's share of the ring within a few percent of
+    # fair while a ring of a few dozen nodes still fits comfortably in memory.
+    vnodes: int = 256
+    # The durable engine; "memory" is for tests and throw-away clusters.
+    storage: str = "lmdb"
+    # Off by default for local development; set it on any shared network.
+    cluster_secret: str | None = None
+    # One Merkle exchange per replica peer per minute: cheap when replicas agree
+    # (one root hash), and hinted handoff plus read repair cover the common cases.
+    anti_entropy_interval: float = 60.0
+    # "group": one fsync per group-commit batch, so acknowledged writes survive power
+    # loss at amortised cost. "none": leave flushing to the OS (benchmarks only).
+    sync: str = "group"
+    # 1 MiB, as the contract says: large enough for documents, small enough that one
+    # value never stalls the replication pipe.
+    max_value_bytes: int = 1 << 20
+    # 3 s: well above a healthy LAN round trip plus an fsync, well below a client's
+    # patience; requests may ask for less or more with ?timeout=.
+    request_timeout_ms: int = 3000
+    # One gossip round every 0.5 s: membership news reaches 200 nodes in ~3 s and a
+    # crash is judged down in ~5 s, for ~2 KB/s per node at 50 nodes
+    # (docs/membership.md).
+    heartbeat_interval: float = 0.5
+    # Cassandra's phi_convict_threshold: a peer is down once the heartbeat silence has
+    # a probability below 10**-8 under the inter-arrival times seen so far (plus a 1 s
+    # allowance for pauses). 8 rides out a 1 s GC pause and convicts a crash in ~5 s.
+    phi_convict_threshold: float = 8.0
+    # Paced handoff: a recovering node is not flooded with every hint at once.
+    hint_replay_batch: int = 64
+    # A joiner waits this long before fetching its ranges, so that every coordinator
+    # has learnt it is joining and sends it new writes: a write that reaches only the
+    # old owners after the fetch passed its key would be missed (Cassandra's ring_delay).
+    join_settle: float = 3.0
+    # A record holding only tombstones is compacted to its causal context once every
+    # replica holds it and this long has passed: a day leaves room to notice and repair
+    # a fault before the tombstones go (Cassandra's gc_grace_seconds is ten days).
+    tombstone_grace: float = 86400.0
+    # "info" logs membership changes and start/stop; "debug" logs every request.
+    log_level: str = "info"
+    # "dvv": concurrent writes are kept as siblings (never lose a write). "lww": the
+    # latest timestamp wins and concurrent writes are silently dropped, as Riak's
+    # allow_mult=false and Cassandra do; an explicit opt-in, and the simulation's
+    # negative control.
+    conflict: str = "dvv"
+    # Latency injection for consistency experiments (`ringkv.core.latency`): a delay spec per
+    # WARS leg, e.g. "W=exp:10,A=exp:1,R=exp:1,S=exp:1" (ms). It slows the node on
+    # purpose, so it is refused unless `experimental` is on too: one setting alone,
+    # e.g. left over in a config file or the environment, cannot turn it on.
+    inject_latency: str | None = None
+    # The second switch for experimental settings (--experimental, RINGKV_EXPERIMENTAL=1).
+    experimental: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, list):
+            object.__setattr__(self, "seeds", tuple(self.seeds))
+        _check_all({f.name: getattr(self, f.name) for f in fields(self)}, {})
+
+    @property
+    def advertise_host(self) -> str:
+        """The host peers and clients should dial."""
+        return self.advertise or self.host
+
+    @property
+    def data_path(self) -> str:
+        """Where this node persists everything."""
+        return self.data_dir or f"./data/{self.node_id}"
+
+    @property
+    def http_address(self) -> str:
+        """Base URL of this node's client API as others should use it."""
+        return f"http://{format_hostport(self.advertise_host, self.http_port)}"
+
+    @property
+    def rpc_address(self) -> str:
+        """``host:port`` of this node's internode RPC as others should dial it."""
+        return format_hostport(self.advertise_host, self.rpc_port)
+
+    def to_args(self) -> list[str]:
+        """Command-line arguments for `ringkv serve` that reproduce this config."""
+        args: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "seeds":
+                if not value:
+                    continue
+                value = ",".join(value)
+            if isinstance(value, bool):  # a flag: present when on
+                if value:
+                    args.append(cli_flag(f.name))
+                continue
+            args += [cli_flag(f.name), str(value)]
+        return args
+
+
+# How each setting is parsed from text (env, command line) or a TOML value.
+_KINDS: dict[str, str] = {
+    "node_id": "str",
+    "host": "str",
+    "advertise": "optstr",
+    "http_port": "int",
+    "rpc_port": "int",
+    "data_dir": "optstr",
+    "seeds": "seeds",
+    "n": "int",
+    "r": "int",
+    "w": "int",
+    "vnodes": "int",
+    "storage": "choice",
+    "cluster_secret": "optstr",
+    "anti_entropy_interval": "float",
+    "sync": "choice",
+    "max_value_bytes": "int",
+    "request_timeout_ms": "int",
+    "heartbeat_interval": "float",
+    "phi_convict_threshold": "float",
+    "hint_replay_batch": "int",
+    "join_settle": "float",
+    "tombstone_grace": "float",
+    "log_level": "choice",
+    "conflict": "choice",
+    "inject_latency": "optstr",
+    "experimental": "bool",
+}
+assert set(_KINDS) == {f.name for f in fields(NodeConfig)}, "keep _KINDS in step with NodeConfig"
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "storage": STORAGE_ENGINES,
+    "sync": SYNC_MODES,
+    "log_level": LOG_LEVELS,
+    "conflict": CONFLICT_MODES,
+}
+_ALIASES: dict[str, dict[str, str]] = {"log_level": {"warn": "warning", "fatal": "critical"}}
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(NodeConfig) if f.default is not MISSING
+}
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def cli_flag(name: str) -> str:
+    """The command-line option of a setting: ``http_port`` -> ``--http-port``."""
+    return "--" + name.replace("_", "-")
+
+
+def env_var(name: str) -> str:
+    """The environment variable of a setting: ``http_port`` -> ``RINGKV_HTTP_PORT``."""
+    return ENV_PREFIX + name.upper()
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """Split ``host:port`` (or ``[v6addr]:port``); raise ValueError when malformed."""
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise ValueError(f"not host:port: {text!r}")
+        host, port_text = text[1:end], text[end + 2 :]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"not host:port: {text!r}")
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"not host:port: {text!r}")
+    try:
+        port = int(port_text, 10)
+    except ValueError:
+        raise ValueError(f"not host:port: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range 1..65535 in {text!r}")
+    return host, port
+
+
+def format_hostport(host: str, port: int) -> str:
+    """Join host and port, bracketing IPv6 addresses."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def load_config(cli: Mapping[str, object], env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Build a `NodeConfig` from command line > environment > config file > defaults.
+
+    `cli` maps setting names (``node_id``, ``http_port``, ... and ``config`` for the
+    file) to values; None means "not given". Values may be text (parsed here, so a
+    bad one is reported against its option) or already typed. `env` defaults to the
+    process environment: this is the only place ringkv reads it. Empty environment
+    variables count as unset.
+    """
+    if env is None:
+        env = os.environ
+    given: dict[str, tuple[object, str]] = {}  # name -> (raw value, where it came from)
+
+    cli_values: dict[str, object] = {}
+    for key, value in cli.items():
+        name = key.replace("-", "_")
+        if name != "config" and name not in _KINDS:
+            raise ConfigError(cli_flag(name), "unknown setting")
+        if value is not None:
+            cli_values[name] = value
+
+    # Lowest explicit source first; each later one overrides.
+    if "config" in cli_values:
+        path, path_label = cli_values.pop("config"), "--config"
+    elif env.get(env_var("config")):
+        path, path_label = env[env_var("config")], env_var("config")
+    else:
+        path, path_label = None, ""
+    if path is not None:
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise ConfigError(path_label, f"expected a file name, got {path!r}")
+        given.update(_read_toml(os.fspath(path), path_label))
+    for name in _KINDS:
+        raw = env.get(env_var(name))
+        if raw is not None and raw != "":
+            given[name] = (raw, env_var(name))
+    for name, value in cli_values.items():
+        given[name] = (value, cli_flag(name))
+
+    values: dict[str, Any] = dict(_DEFAULTS)
+    labels: dict[str, str] = {}
+    for name in _KINDS:  # field order, so the first bad setting reported is stable
+        if name in given:
+            given_raw, label = given[name]
+            values[name] = _coerce(name, given_raw, label)
+            labels[name] = label
+    _check_all(values, labels)
+    return NodeConfig(**values)
+
+
+def fast_test_config(node_id: str = "n1", **overrides: Any) -> NodeConfig:
+    """A profile for tests: in-memory, no fsync, sub-second failure detection.
+
+    Pass ports (and anything else) as keyword overrides.
+    """
+    profile: dict[str, Any] = {
+        "storage": "memory",
+        "sync": "none",
+        "vnodes": 32,
+        "heartbeat_interval": 0.05,
+        "anti_entropy_interval": 1.0,
+        "tombstone_grace": 2.0,
+        "join_settle": 0.3,
+        "request_timeout_ms": 1000,
+        "log_level": "warning",
+    }
+    profile.update(overrides)
+    return NodeConfig(node_id=node_id, **profile)
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+def _read_toml(path: str, path_label: str) -> dict[str, tuple[object, str]]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(path_label, f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path_label, f"invalid TOML in {path!r}: {exc}") from None
+    out: dict[str, tuple[object, str]] = {}
+    for key, value in data.items():
+        label = f"{key} in {path}"
+        if key not in _KINDS:
+            close = difflib.get_close_matches(key, list(_KINDS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(label, f"unknown setting{hint}")
+        out[key] = (value, label)
+    return out
+
+
+def _coerce(name: str, raw: object, label: str) -> Any:
+    """Parse one raw value (text or typed) into the setting's type."""
+    kind = _KINDS[name]
+    if kind == "int":
+        if isinstance(raw, bool):
+            raise ConfigError(label, f"not an integer: {raw!r}")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, str):
+            try:
+                return int(raw.strip(), 10)
+            except ValueError:
+                pass
+        raise ConfigError(label, f"not an integer: {raw!r}")
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise ConfigError(label, f"not a number: {raw!r}")
+        if isinstance(raw, int | float):
+            return float(raw)
+        if isinstance(raw, str):
+            try:
+                return float(raw.strip())
+            except ValueError:
+                pass
+        raise ConfigError(label, f"not a number: {raw!r}")
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ConfigError(label, f"expected 1/0, true/false, yes/no or on/off, got {raw!r}")
+    if kind == "seeds":
+        if isinstance(raw, str):
+            items: list[object] = list(raw.split(","))
+        elif isinstance(raw, list | tuple):
+            items = list(raw)
+        else:
+            raise ConfigError(label, f"expected comma-separated host:port, got {raw!r}")
+        seeds: list[str] = []
+        for item in items:
+            if not isinstance(item, str):
+                raise ConfigError(label, f"expected host:port strings, got {item!r}")
+            item = item.strip()
+            if item:
+                try:
+                    parse_hostport(item)
+                except ValueError as exc:
+                    raise ConfigError(label, str(exc)) from None
+                seeds.append(item)
+        return tuple(seeds)
+    if not isinstance(raw, str):
+        raise ConfigError(label, f"expected a string, got {raw!r}")
+    text = raw.strip()
+    if kind == "optstr":
+        return text or None
+    if kind == "choice":
+        text = text.lower()
+        return _ALIASES.get(name, {}).get(text, text)
+    return text
+
+
+def _check_all(values: Mapping[str, Any], labels: Mapping[str, str]) -> None:
+    """Validate types, ranges and cross-setting rules; raise ConfigError on the first."""
+
+    def label(name: str) -> str:
+        return labels.get(name, name)
+
+    def fail(name: str, problem: str) -> NoReturn:
+        raise ConfigError(label(name), problem)
+
+    for name, kind in _KINDS.items():
+        if name not in values:
+            continue
+        value = values[name]
+        if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+            fail(name, f"not an integer: {value!r}")
+        if kind == "float" and (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            fail(name, f"not a finite number: {value!r}")
+        if kind == "bool" and not isinstance(value, bool):
+            fail(name, f"expected true or false, got {value!r}")
+        if kind in ("str", "choice") and not isinstance(value, str):
+            fail(name, f"expected a string, got {value!r}")
+        if kind == "optstr" and not (value is None or (isinstance(value, str) and value)):
+            fail(name, f"expected a non-empty string, got {value!r}")
+        if kind == "seeds":
+            if not isinstance(value, tuple):
+                fail(name, f"expected a tuple of host:port, got {value!r}")
+            for seed in value:
+                try:
+                    parse_hostport(seed)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    fail(name, str(exc))
+
+    if "node_id" in values and not NODE_ID_RE.fullmatch(values["node_id"]):
+        fail("node_id", f"must match [A-Za-z0-9_.-]{{1,64}}, got {values['node_id']!r}")
+    for name in ("host", "advertise"):
+        host = values.get(name)
+        if host is not None and (not host or any(c.isspace() for c in host)):
+            fail(name, f"not a host name or address: {host!r}")
+    for name in ("http_port", "rpc_port"):
+        if not 1 <= values[name] <= 65535:
+            fail(name, f"must be between 1 and 65535, got {values[name]}")
+    if values["n"] < 1:
+        fail("n", f"must be at least 1, got {values['n']}")
+    if not 1 <= values["vnodes"] <= MAX_VNODES:
+        fail("vnodes", f"must be between 1 and {MAX_VNODES}, got {values['vnodes']}")
+    for name, choices in _CHOICES.items():
+        if values[name] not in choices:
+            fail(name, f"must be one of {', '.join(choices)}, got {values[name]!r}")
+    if values["tombstone_grace"] < 0:
+        fail("tombstone_grace", f"must be at least 0, got {values['tombstone_grace']}")
+    for name in ("anti_entropy_interval", "heartbeat_interval", "phi_convict_threshold"):
+        if values[name] <= 0:
+            fail(name, f"must be greater than 0, got {values[name]}")
+    if values["join_settle"] < 0:
+        fail("join_settle", f"must be at least 0, got {values['join_settle']}")
+    for name in ("max_value_bytes", "request_timeout_ms", "hint_replay_batch"):
+        if values[name] < 1:
+            fail(name, f"must be at least 1, got {values[name]}")
+
+    # Cross-setting rules: blame the setting the user actually gave.
+    n = values["n"]
+    for name in ("r", "w"):
+        value = values[name]
+        if value < 1 or (value > n and (name in labels or "n" not in labels)):
+            fail(name, f"must be between 1 and n ({n}), got {value}")
+        if value > n:
+            fail("n", f"must be at least r ({values['r']}) and w ({values['w']}), got {n}")
+    if values["http_port"] == values["rpc_port"]:
+        name = "http_port" if "http_port" in labels and "rpc_port" not in labels else "rpc_port"
+        other = "rpc_port" if name == "http_port" else "http_port"
+        fail(name, f"must differ from the {other.replace('_', ' ')} ({values[other]})")
+    _check_inject_latency(values, fail)
+    if "node_id" not in values:
+        raise ConfigError(
+            "--node-id",
+            f"required (give --node-id, {env_var('node_id')} or node_id in the config file)",
+        )
+
+
+def _check_inject_latency(values: Mapping[str, Any],
+                          fail: Callable[[str, str], NoReturn]) -> None:
+    """Latency injection needs a valid spec and the explicit experimental switch."""
+    spec = values.get("inject_latency")
+    if spec is None:
+        return
+    try:
+        parse_legs(spec)
+    except LatencySpecError as exc:
+        fail("inject_latency", str(exc))
+    if not values.get("experimental"):
+        fail("inject_latency", "latency injection slows every replica message on purpose "
+             "and is for experiments only; it also needs --experimental "
+             f"(or {env_var('experimental')}=1)")

@@ -1,0 +1,353 @@
+"""Range transfers: a node fetches the ranges the pending ring gives it (pure).
+
+See `ring.transition` for the rule: a node remembers the *held* ring under which its
+data is complete, and fetches from previous owners every range the pending ring gives
+it that the held ring did not. When nothing is left to fetch, the held ring becomes the
+pending ring; a joiner then turns itself `up`.
+
+The fetch is a pull, page by page (`RangeFetch`/`RangeBatch`), with a bounded number
+of pages in flight, so a transfer never floods either side. Progress (the parts of the
+ring fetched so far, and the cursor inside each unfinished part) is kept in node
+metadata, staged after the records it covers: after a crash of the fetcher the sync
+resumes where it stopped; after a crash of the source the page times out and is asked
+of the next source.
+
+A leaving node does not push: it waits until every node that inherits one of its ranges
+says (`SyncDone`) that it holds the pending ring, then turns itself `left`. Writes keep
+reaching both old and new owners meanwhile (`ring.transition.write_extras`).
+
+Invariants:
+- The held ring advances only when every gained range has been fetched completely.
+- A page's records are merged (never overwritten) before its cursor is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from coordinator.effects import Effect, Send
+from gossip.membership import JOINING, LEAVING, LEFT, UP
+from ring.ring import Ring
+from ring.token import TokenRange, key_token
+from ring.transition import TokenSet, fingerprint, gains
+from ringkv.core.transfer_wire import RangeBatch, RangeBusy, RangeFetch, SyncDone
+from ringkv.core.wire import Message
+from storage.keys import data_key
+from storage.versions import Versions
+
+if TYPE_CHECKING:
+    from ringkv.core.node import Node
+
+PAGE_KEYS = 256  # records per page
+PAGE_BYTES = 1 << 20  # a page stops growing past this many value bytes
+IN_FLIGHT = 8  # pages in flight per fetching node
+PAGE_TIMEOUT = 5.0  # seconds before a page is asked again, of the next source
+SYNC_NOTICE_EVERY = 1.0  # seconds between SyncDone notices to each leaving node
+
+
+@dataclass(slots=True)
+class _Piece:
+    start: int
+    end: int
+    sources: tuple[str, ...]
+    after: bytes | None = None
+    tries: int = 0
+
+
+@dataclass(slots=True)
+class _Fetch:
+    piece: _Piece
+    source: str
+    deadline: float
+
+
+@dataclass(slots=True)
+class TransferStats:
+    keys_received: int = 0
+    bytes_received: int = 0
+    keys_sent: int = 0
+    bytes_sent: int = 0
+    ranges_fetched: int = 0
+    syncs_completed: int = 0
+
+
+@dataclass(slots=True)
+class _Sync:
+    target: Ring
+    queue: list[_Piece] = field(default_factory=list)
+    total: int = 0
+
+
+def _record_bytes(key: bytes, versions: Versions) -> int:
+    """What a transferred record counts for in the byte metrics: key and values."""
+    return len(key) + sum(len(s.value or b"") for s in versions.siblings)
+
+
+class Transfers:
+    MESSAGE_TYPES = frozenset({RangeFetch.TYPE, RangeBatch.TYPE, SyncDone.TYPE,
+                               RangeBusy.TYPE})
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.stats = TransferStats()
+        held = node.store.get_meta("held_ring")
+        self.held = Ring(_token_map(held)) if isinstance(held, dict) else None
+        progress = node.store.get_meta("sync_progress")
+        self._done = TokenSet()
+        self._cursors: dict[tuple[int, int], bytes] = {}
+        if isinstance(progress, dict):
+            self._done = TokenSet([(int(lo), int(hi)) for lo, hi in progress.get("done", [])])
+            self._cursors = {(s, e): a for s, e, a in progress.get("cursors", [])}
+        self._sync: _Sync | None = None
+        self._fetches: dict[int, _Fetch] = {}
+        self._not_before = 0.0
+        self._next_notice = 0.0
+        self._synced: dict[int, set[str]] = {}  # pending fingerprint -> nodes holding it
+        # Fingerprints of the held and pending rings, computed when either changes
+        # (`hold`, `ring_changed`) rather than on every tick that compares them.
+        self._held_fp = fingerprint(self.held.token_map()) if self.held is not None else 0
+        self._pending_fp = fingerprint(node.pending.token_map())
+        self._heirs_of: frozenset[str] | None = None  # while leaving; reset on ring changes
+
+    # --- the held ring ------------------------------------------------------------
+
+    def hold(self, ring: Ring) -> None:
+        """Declare the local data complete for `ring` (a new cluster, an old data dir)."""
+        self.held = ring
+        self._held_fp = fingerprint(ring.token_map())
+        self._done = TokenSet()
+        self._cursors.clear()
+        self.node.store.put_meta("held_ring", {k: list(v) for k, v in ring.token_map().items()})
+        self.node.store.put_meta("sync_progress", None)
+
+    def _save_progress(self) -> None:
+        self.node.store.put_meta("sync_progress", {
+            "done": [list(iv) for iv in self._done.intervals()],
+            "cursors": [[s, e, a] for (s, e), a in sorted(self._cursors.items())],
+        })
+
+    def delay(self, until: float) -> None:
+        """Start no fetch before `until` (a joiner lets the cluster learn it first)."""
+        self._not_before = until
+
+    def ring_changed(self, now: float) -> list[Effect]:
+        """Recompute what to fetch after any change of the current or pending ring."""
+        node = self.node
+        self._fetches.clear()
+        self._sync = None
+        self._heirs_of = None
+        self._pending_fp = fingerprint(node.pending.token_map())
+        if self.held is None:
+            self.hold(Ring())  # a joiner, just admitted: it holds nothing yet
+        held = self.held
+        assert held is not None
+        target = node.pending
+        if self._pending_fp == self._held_fp:
+            return []
+        pieces = []
+        for g in gains(node.id, held, target, node.ring, node.n):
+            for s, e in self._done.missing(g.start, g.end):
+                pieces.append(_Piece(s, e, g.sources, self._cursors.get((s, e))))
+        if not pieces:
+            return self._complete(target, now)
+        self._sync = _Sync(target, pieces, len(pieces))
+        return []
+
+    def _complete(self, target: Ring, now: float) -> list[Effect]:
+        self.hold(target)
+        self.stats.syncs_completed += 1
+        me = self.node.members.get(self.node.id)
+        if me is not None and me.status == JOINING:
+            return self.node.set_own_status(UP, now)
+        return []
+
+    # --- periodic work --------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Effect]:
+        sync = self._sync
+        if sync is not None:
+            for req_id, fetch in list(self._fetches.items()):
+                if now > fetch.deadline:
+                    del self._fetches[req_id]
+                    fetch.piece.tries += 1
+                    sync.queue.append(fetch.piece)
+        effects = self._pump(now)
+        effects.extend(self._leave_progress(now))
+        return effects
+
+    def _pump(self, now: float) -> list[Effect]:
+        """Start fetches until `IN_FLIGHT` are out or no source is reachable."""
+        sync = self._sync
+        effects: list[Effect] = []
+        if sync is None or now < self._not_before:
+            return effects
+        for _ in range(len(sync.queue)):
+            if len(self._fetches) >= IN_FLIGHT:
+                break
+            piece = sync.queue.pop(0)
+            source = self._source(piece, now)
+            if source is None:
+                sync.queue.append(piece)  # its sources are down: try the others
+                continue
+            effects.append(self._fetch(piece, source, now))
+        return effects
+
+    def _source(self, piece: _Piece, now: float) -> str | None:
+        node = self.node
+        usable = []
+        for src in piece.sources:
+            member = node.members.get(src)
+            if src != node.id and member is not None and member.status != LEFT \
+                    and node.is_up(src, now):
+                usable.append(src)
+        return usable[piece.tries % len(usable)] if usable else None
+
+    def _fetch(self, piece: _Piece, source: str, now: float) -> Effect:
+        req_id = self.node._new_id()
+        self._fetches[req_id] = _Fetch(piece, source, now + PAGE_TIMEOUT)
+        return Send(source, RangeFetch(req_id, piece.start, piece.end, piece.after, PAGE_KEYS))
+
+    # --- messages -------------------------------------------------------------------
+
+    def receive(self, src: str, msg: Message, now: float) -> list[Effect]:
+        match msg:
+            case RangeFetch(req_id, start, end, after, limit):
+                if self._still_fetching(start, end):
+                    return [Send(src, RangeBusy(req_id))]
+                return [self._serve(src, req_id, start, end, after, limit)]
+            case RangeBusy(req_id):
+                return self._on_busy(src, req_id)
+            case RangeBatch(req_id, items, next_after):
+                return self._on_batch(src, req_id, items, next_after, now)
+            case SyncDone(fp):
+                self._synced.setdefault(fp, set()).add(src)
+        return []
+
+    def _serve(self, src: str, req_id: int, start: int, end: int, after: bytes | None,
+               limit: int) -> Effect:
+        page = self.node.store.scan_range(start, end, after, max(1, limit))
+        items = []
+        size = 0
+        for _, key, record in page:
+            items.append((key, record.versions))
+            size += _record_bytes(key, record.versions)
+            if size >= PAGE_BYTES:
+                break
+        self.stats.keys_sent += len(items)
+        self.stats.bytes_sent += size
+        exhausted = len(items) == len(page) and len(page) < max(1, limit)
+        if exhausted or not items:
+            return Send(src, RangeBatch(req_id, tuple(items), None))
+        token, key, _ = page[len(items) - 1]
+        return Send(src, RangeBatch(req_id, tuple(items), data_key(token, key)))
+
+    def _still_fetching(self, start: int, end: int) -> bool:
+        """True if part of ``(start, end]`` is among the ranges this node still fetches.
+
+        A node in the current ring may be fetching ranges a removal gave it; serving one
+        of those would hand over an incomplete range as if it were whole.
+        """
+        sync = self._sync
+        if sync is None:
+            return False
+        fetching = TokenSet()
+        for piece in [*sync.queue, *(f.piece for f in self._fetches.values())]:
+            fetching.add(piece.start, piece.end)
+        free = sum(TokenRange(s, e).size() for s, e in fetching.missing(start, end))
+        return free < TokenRange(start, end).size()
+
+    def _on_busy(self, src: str, req_id: int) -> list[Effect]:
+        fetch = self._fetches.get(req_id)
+        if fetch is None or fetch.source != src or self._sync is None:
+            return []
+        del self._fetches[req_id]
+        fetch.piece.tries += 1  # the next source in turn: this one does not hold it yet
+        self._sync.queue.append(fetch.piece)
+        return []
+
+    def _on_batch(self, src: str, req_id: int, items: Any, next_after: bytes | None,
+                  now: float) -> list[Effect]:
+        fetch = self._fetches.get(req_id)
+        sync = self._sync
+        if fetch is None or fetch.source != src or sync is None:
+            return []  # an answer to a fetch given up on, or to an earlier sync
+        del self._fetches[req_id]
+        node = self.node
+        for key, versions in items:
+            node.store.merge_record(key_token(key), key, versions, node._resolve)
+            self.stats.keys_received += 1
+            self.stats.bytes_received += _record_bytes(key, versions)
+        piece = fetch.piece
+        if next_after is not None:
+            piece.after = next_after
+            self._cursors[(piece.start, piece.end)] = next_after
+            self._save_progress()
+            return [self._fetch(piece, src, now)]
+        self._cursors.pop((piece.start, piece.end), None)
+        self._done.add(piece.start, piece.end)
+        self.stats.ranges_fetched += 1
+        self._save_progress()
+        if not sync.queue and not self._fetches:
+            self._sync = None
+            return self._complete(sync.target, now)
+        return self._pump(now)
+
+    # --- leaving ----------------------------------------------------------------------
+
+    def _heirs(self) -> frozenset[str]:
+        """Nodes that inherit a range of this (leaving) node, under the current rings."""
+        if self._heirs_of is None:
+            node = self.node
+            self._heirs_of = frozenset(
+                other for other in node.pending.nodes
+                if other != node.id and gains(other, node.ring, node.pending, node.ring, node.n))
+        return self._heirs_of
+
+    def waiting_for(self) -> list[str]:
+        """While leaving: the heirs that have not yet said they hold their new ranges."""
+        node = self.node
+        me = node.members.get(node.id)
+        if me is None or me.status != LEAVING:
+            return []
+        synced = self._synced.get(self._pending_fp, set())
+        return sorted(self._heirs() - synced)
+
+    def _leave_progress(self, now: float) -> list[Effect]:
+        node = self.node
+        effects: list[Effect] = []
+        leaving = [m.node_id for m in node.members.members()
+                   if m.status == LEAVING and m.node_id != node.id]
+        if leaving and self._sync is None and self.held is not None \
+                and now >= self._next_notice:
+            self._next_notice = now + SYNC_NOTICE_EVERY
+            if self._held_fp == self._pending_fp:
+                effects.extend(Send(dst, SyncDone(self._pending_fp)) for dst in leaving)
+        me = node.members.get(node.id)
+        if me is not None and me.status == LEAVING and not self.waiting_for():
+            effects.extend(node.set_own_status(LEFT, now))
+        return effects
+
+    # --- a view for operators ---------------------------------------------------------
+
+    def view(self) -> dict[str, object]:
+        sync = self._sync
+        out: dict[str, object] = {
+            "syncing": sync is not None,
+            "keys_received": self.stats.keys_received,
+            "bytes_received": self.stats.bytes_received,
+            "keys_sent": self.stats.keys_sent,
+            "bytes_sent": self.stats.bytes_sent,
+        }
+        if sync is not None:
+            out["ranges_total"] = sync.total
+            out["ranges_left"] = len(sync.queue) + len(self._fetches)
+            out["fetching_from"] = sorted({f.source for f in self._fetches.values()})
+        waiting = self.waiting_for()
+        if waiting:
+            out["leave_waiting_for"] = waiting
+        return out
+
+
+def _token_map(doc: dict[Any, Any]) -> dict[str, tuple[int, ...]]:
+    return {str(k): tuple(int(t) for t in v) for k, v in doc.items()}

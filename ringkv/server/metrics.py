@@ -1,0 +1,129 @@
+"""Prometheus metrics of one node, in a registry of its own.
+
+Request counts and latencies are observed by the HTTP layer as they happen. Everything
+the pure node counts (read repairs, hints) lives in plain ints on `Node.stats` and is
+read only when `/metrics` is scraped, so the hot path pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from ringkv.server.runtime import NodeRuntime
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+SIBLING_BUCKETS = (1, 2, 3, 4, 5, 8, 16, 32, 64)
+STALE_BUCKETS = (0, 1, 2, 3, 4, 5, 7, 10)
+
+
+class _NodeCollector:
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.runtime.node
+        stats = node.stats
+        ae = node.anti_entropy.stats
+        yield GaugeMetricFamily("ringkv_hints_pending",
+                                "Hints this node holds for other nodes",
+                                value=node.store.hints_pending())
+        counters = [
+            ("ringkv_hints_delivered", "Hints handed off to their target",
+             stats.hints_delivered),
+            ("ringkv_hints_stored", "Writes this node accepted as a fallback",
+             stats.hints_stored),
+            ("ringkv_read_repairs", "Replicas sent the merged version after a read",
+             stats.read_repairs),
+            ("ringkv_anti_entropy_keys_repaired", "Keys repaired by Merkle anti-entropy",
+             ae.keys_repaired),
+            ("ringkv_anti_entropy_exchanges", "Merkle exchanges this node started",
+             ae.exchanges),
+            ("ringkv_anti_entropy_bytes", "Bytes of anti-entropy messages sent",
+             ae.bytes_sent),
+            ("ringkv_anti_entropy_keys_sent", "Key versions sent by anti-entropy",
+             ae.keys_sent),
+            ("ringkv_expired_versions", "Records whose expired siblings became tombstones",
+             ae.expired),
+            ("ringkv_tombstones_compacted", "Dead records reduced to their causal context",
+             ae.tombstones_compacted),
+            ("ringkv_stale_replica_responses",
+             "Replica answers to reads that were older than the merged answer",
+             stats.stale_replies),
+            ("ringkv_forwarded_writes", "Writes forwarded to a replica to coordinate",
+             stats.forwarded),
+            ("ringkv_rpc_bad_frames", "Internode frames refused as malformed",
+             self.runtime.bad_frames),
+            ("ringkv_storage_commits", "Group commits (one durable transaction each)",
+             self.runtime.commits),
+        ]
+        for name, doc, value in counters:
+            yield CounterMetricFamily(name, doc, value=value)
+        moved = node.transfers.stats
+        for unit, received, sent in (("keys", moved.keys_received, moved.keys_sent),
+                                     ("bytes", moved.bytes_received, moved.bytes_sent)):
+            family = CounterMetricFamily(
+                f"ringkv_transfer_{unit}", f"Range-transfer {unit} moved by joins, leaves "
+                "and removals", labels=["direction"])
+            family.add_metric(["received"], received)
+            family.add_metric(["sent"], sent)
+            yield family
+        yield GaugeMetricFamily("ringkv_transfer_ranges_pending",
+                                "Ranges this node still has to fetch",
+                                value=_pending_ranges(node.transfers.view()))
+        up = GaugeMetricFamily("ringkv_member_up", "1 when this node sees the member up",
+                               labels=["member"])
+        now = time.time()
+        for m in node.members.members():
+            up.add_metric([m.node_id], 1.0 if node.view_status(m, now) == "up" else 0.0)
+        yield up
+
+
+class Metrics:
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ringkv_requests", "Client requests by operation and status",
+                                ["op", "code"], registry=self.registry)
+        self.duration = Histogram("ringkv_request_duration_seconds",
+                                  "Client request latency by operation", ["op"],
+                                  buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.siblings = Histogram("ringkv_siblings", "Sibling counts returned by reads",
+                                  buckets=SIBLING_BUCKETS, registry=self.registry)
+        # The quorum receipt of every read, by read quorum (the replicas that answered):
+        # _count reads, _sum stale replica answers, bucket le="0" reads with none stale.
+        self.stale = Histogram("ringkv_read_stale_replies",
+                               "Stale replica answers per read, by read quorum", ["r"],
+                               buckets=STALE_BUCKETS, registry=self.registry)
+        self._stale_children: dict[int, object] = {}
+        self.registry.register(_NodeCollector(runtime))
+        self._children: dict[tuple[str, int], tuple[object, object]] = {}
+
+    def observe(self, op: str, code: int, seconds: float) -> None:
+        # Label lookups cost more than the increments: cache the children.
+        pair = self._children.get((op, code))
+        if pair is None:
+            pair = (self.requests.labels(op, str(code)), self.duration.labels(op))
+            self._children[(op, code)] = pair
+        pair[0].inc()  # type: ignore[attr-defined]
+        pair[1].observe(seconds)  # type: ignore[attr-defined]
+
+    def observe_receipt(self, replied: int, stale: int) -> None:
+        child = self._stale_children.get(replied)
+        if child is None:
+            child = self._stale_children[replied] = self.stale.labels(str(replied))
+        child.observe(stale)  # type: ignore[attr-defined]
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _pending_ranges(view: dict[str, object]) -> int:
+    left = view.get("ranges_left", 0)
+    return left if isinstance(left, int) else 0
