@@ -13,8 +13,18 @@ into what `GET /cluster` shows (`down` when an `up` member is not heard from).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+
+# The node-id rule of the contract, in its one home: configuration, member records and
+# the transport's handshake (which is handed `valid_node_id`) all check ids with it.
+NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def valid_node_id(node_id: object) -> bool:
+    return type(node_id) is str and NODE_ID_RE.fullmatch(node_id) is not None
+
 
 JOINING = "joining"
 UP = "up"

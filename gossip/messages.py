@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from gossip.membership import Member
+from ring.allocation import MAX_VNODES
 
 __all__ = ["MAX_MEMBERS", "MAX_TOKENS", "Beat", "GossipAck", "GossipAck2", "GossipSyn"]
 
 MAX_MEMBERS = 4096  # far above any cluster this protocol is meant for
-MAX_TOKENS = 4096  # the configuration's vnode ceiling
+MAX_TOKENS = MAX_VNODES
 MAX_ID = 64
 _LIMIT = 1 << 64
 

@@ -80,6 +80,8 @@ _Arc = tuple[int, int, int]
 # How placing a token in one arc changes replica shares; see _Allocator.effect.
 _Effect = tuple[tuple[str, int, int], ...]
 
+MAX_VNODES = 4096  # tokens per node: the configuration's ceiling, checked at every join
+
 
 def _node_hash(node_id: str, salt: int) -> int:
     """A stable unsigned 64-bit hash of ``node_id`` (``salt`` picks independent streams)."""

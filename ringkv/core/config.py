@@ -17,13 +17,14 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, NoReturn
 
+from gossip.membership import NODE_ID_RE
 from pbs.distributions import LatencySpecError, parse_legs
+from ring.allocation import MAX_VNODES
 
 __all__ = [
     "ConfigError",
@@ -41,13 +42,11 @@ __all__ = [
     "parse_hostport",
 ]
 
-NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ENV_PREFIX = "RINGKV_"
 STORAGE_ENGINES = ("lmdb", "memory")
 SYNC_MODES = ("group", "none")
 CONFLICT_MODES = ("dvv", "lww")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-MAX_VNODES = 4096
 
 
 class ConfigError(ValueError):
@@ -456,7 +455,7 @@ def _check_all(values: Mapping[str, Any], labels: Mapping[str, str]) -> None:
                     fail(name, str(exc))
 
     if "node_id" in values and not NODE_ID_RE.fullmatch(values["node_id"]):
-        fail("node_id", f"must match [A-Za-z0-9_.-]{{1,64}}, got {values['node_id']!r}")
+        fail("node_id", f"must match {NODE_ID_RE.pattern}, got {values['node_id']!r}")
     for name in ("host", "advertise"):
         host = values.get(name)
         if host is not None and (not host or any(c.isspace() for c in host)):

@@ -48,7 +48,7 @@ from gossip.gossiper import Gossiper, GossipResult
 from gossip.membership import JOINING, LEAVING, LEFT, UP, Member, Membership
 from gossip.messages import GossipAck, GossipAck2, GossipSyn
 from gossip.phi import PhiAccrualDetector, PhiSettings
-from ring.allocation import allocate_tokens, initial_tokens
+from ring.allocation import MAX_VNODES, allocate_tokens, initial_tokens
 from ring.ring import Ring
 from ring.token import key_token
 from ring.transition import write_extras
@@ -698,7 +698,7 @@ class Node:
             return refuse("seed has not joined a cluster yet")
         if record.node_id != src:
             return refuse("record does not name the sender")
-        if not 1 <= vnodes <= 4096:
+        if not 1 <= vnodes <= MAX_VNODES:
             return refuse("vnodes out of range")
         known = self.members.get(src)
         if record.tokens:

@@ -28,6 +28,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from ring.allocation import MAX_VNODES
 from ringkv import __version__
 from ringkv.core.config import ConfigError, cli_flag, env_var, load_config
 
@@ -169,7 +170,7 @@ def serve(**options: str | None) -> None:
 @click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Replicas per key.")
 @click.option("--r", "r", type=click.IntRange(min=1), default=None, help="Default read quorum.")
 @click.option("--w", "w", type=click.IntRange(min=1), default=None, help="Default write quorum.")
-@click.option("--vnodes", type=click.IntRange(1, 4096), default=None, help="Tokens per node.")
+@click.option("--vnodes", type=click.IntRange(1, MAX_VNODES), default=None, help="Tokens per node.")
 @click.option(
     "--sync", type=click.Choice(["group", "none"]), default=None, help="fsync policy of every node."
 )
