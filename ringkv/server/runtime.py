@@ -78,15 +78,14 @@ class NodeRuntime:
 
     # --- lifecycle ------------------------------------------------------------------
 
-    async def start(self) -> None:
-        from ringkv.server.http_api import make_app
-
+    async def start(self, app: web.Application) -> None:
+        """Listen for peers and serve `app` (the HTTP API) on the client port."""
         self._loop = asyncio.get_running_loop()
         await self._flush()  # identity and membership must be on disk before we speak
         await self.transport.listen(self.config.host, self.config.rpc_port)
         # A request line long enough for any over-long key to reach the API and get
         # the contract's 414 (aiohttp's default, 8190, answers a bare 400 before that).
-        self._runner = web.AppRunner(make_app(self), access_log=None,
+        self._runner = web.AppRunner(app, access_log=None,
                                      handle_signals=False, max_line_size=MAX_REQUEST_LINE)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.http_port,
@@ -279,40 +278,3 @@ class NodeRuntime:
         if self.engine.has_staged():
             self._committer = asyncio.ensure_future(self._commit_loop())
             await self._committer
-
-
-async def _serve(config: NodeConfig) -> int:
-    runtime = NodeRuntime(config)
-    try:
-        await runtime.start()
-    except OSError as exc:
-        log.error("cannot start node %s: %s", config.node_id, exc)
-        await runtime.transport.close()
-        runtime.engine.close()
-        return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Stopping already: a second signal must not cut the clean stop short (once the
-        # loop closes it would get the default action and end the process by signal).
-        loop.remove_signal_handler(sig)
-        signal.signal(sig, signal.SIG_IGN)
-    log.info("node %s stopping", config.node_id)
-    await runtime.stop()
-    return 0
-
-
-def serve(config: NodeConfig) -> int:
-    """Run one node until SIGTERM or SIGINT; the exit code."""
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(_serve(config))
-    return uvloop.run(_serve(config))

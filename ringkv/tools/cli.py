@@ -122,12 +122,12 @@ def serve(**options: str | None) -> None:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
     try:
-        from ringkv.server import runtime
+        from ringkv.server.serve import serve as serve_node
     except ModuleNotFoundError as exc:
-        if exc.name != "ringkv.server.runtime":
+        if exc.name != "ringkv.server.serve":
             raise
-        _fail("the node runtime (ringkv.server.runtime) is not installed", EXIT_ERROR)
-    sys.exit(runtime.serve(config))
+        _fail("the node server (ringkv.server.serve) is not installed", EXIT_ERROR)
+    sys.exit(serve_node(config))
 
 
 # ------------------------------------------------------------------------- dev-cluster

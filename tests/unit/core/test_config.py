@@ -355,7 +355,8 @@ def test_serve_with_bad_r_exits_at_once_with_one_line() -> None:
 def test_bad_config_never_imports_the_runtime() -> None:
     code = (
         "import sys, runpy\n"
-        "sys.modules['ringkv.server.runtime'] = None  # any import of it would fail loudly\n"
+        "sys.modules['ringkv.server.serve'] = None  # any import of it would fail loudly\n"
+        "sys.modules['ringkv.server.runtime'] = None\n"
         "sys.argv = ['ringkv', 'serve', '--node-id', 'n1', '--http-port', 'abc']\n"
         "runpy.run_module('ringkv', run_name='__main__')\n"
     )
@@ -382,12 +383,12 @@ def test_serve_passes_the_loaded_config_to_the_runtime(
         seen.append(config)
         return 7
 
-    fake = types.ModuleType("ringkv.server.runtime")
+    fake = types.ModuleType("ringkv.server.serve")
     fake.serve = fake_serve  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "ringkv.server.runtime", fake)
-    import ringkv
+    monkeypatch.setitem(sys.modules, "ringkv.server.serve", fake)
+    import ringkv.server
 
-    monkeypatch.setattr(ringkv, "runtime", fake, raising=False)
+    monkeypatch.setattr(ringkv.server, "serve", fake, raising=False)
     path = _toml(tmp_path, "vnodes = 12\nhttp_port = 8500\n")
     result = CliRunner().invoke(
         cli.main,
