@@ -413,7 +413,7 @@ class AntiEntropy:
         while during membership changes, and a node never takes keys it does not own.
         """
         store = self.node.store
-        resolve = self.node._resolve
+        resolve = self.node.resolve
         newer: list[tuple[bytes, Versions]] = []
         for key, versions in pushed:
             token = key_token(key)

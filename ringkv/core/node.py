@@ -144,7 +144,7 @@ class Node:
         self.members = Membership()
         self.n, self.r, self.w = config.n, config.r, config.w
         # Last-write-wins keeps one sibling everywhere a state is formed.
-        self._resolve = lww_resolve if config.conflict == "lww" else _keep_all
+        self.resolve = lww_resolve if config.conflict == "lww" else _keep_all
         self._ops: dict[int, _WriteOp | _ReadOp | _ForwardOp | _HintOp] = {}
         # Request ids start at a random point in every life, so that a late answer to a
         # request of an earlier life can never be taken for an answer to a new one.
@@ -322,7 +322,7 @@ class Node:
     def preference_list(self, key: bytes) -> list[str]:
         return self.ring.preference_list(key_token(key), self.n)
 
-    def _new_id(self) -> int:
+    def new_id(self) -> int:
         self._next_id += 1
         return self._next_id
 
@@ -373,7 +373,7 @@ class Node:
         mine = next((t for t in targets if t.node == self.id), None)
         if mine is None and not forwarded:
             # Coordinate on a replica, which holds a stable actor for the key.
-            fwd = self._new_id()
+            fwd = self.new_id()
             self._ops[fwd] = _ForwardOp(reply_to)
             self.stats.forwarded += 1
             ms = max(1, int((deadline - now) * 1000))
@@ -393,14 +393,14 @@ class Node:
                 actor = self._fresh_actor()
             state, client_ctx = update(base, req.context, actor, req.value,
                                        req.content_type, now_ms, expires)
-            state = self._resolve(state)
+            state = self.resolve(state)
             self.store.put_record(token, req.key, Record(state, actor))
         else:
             # A fallback (or a node outside the list) holds no stable actor for the key.
             state, client_ctx = update(None, req.context, self._fresh_actor(), req.value,
                                        req.content_type, now_ms, expires)
             if mine is not None and mine.hint_for is not None:
-                self.store.merge_hint(token, req.key, mine.hint_for, state, self._resolve)
+                self.store.merge_hint(token, req.key, mine.hint_for, state, self.resolve)
                 self.stats.hints_stored += 1
         self._hint_uncovered(token, req.key, targets, state)
         required = w
@@ -413,9 +413,9 @@ class Node:
                 targets.append(Target(extra, None))
                 required += 1
             elif extra != self.id:
-                self.store.merge_hint(token, req.key, extra, state, self._resolve)
+                self.store.merge_hint(token, req.key, extra, state, self.resolve)
                 self.stats.hints_stored += 1
-        req_id = self._new_id()
+        req_id = self.new_id()
         quorum = WriteQuorum(required, tuple(targets))
         self._ops[req_id] = _WriteOp(req.key, quorum, client_ctx, reply_to, state)
         effects: list[Effect] = [SetTimer(deadline, req_id)]
@@ -439,7 +439,7 @@ class Node:
         covered = {t.node for t in targets} | {t.hint_for for t in targets}
         for primary in self.ring.preference_list(token, self.n):
             if primary not in covered and primary != self.id:
-                self.store.merge_hint(token, key, primary, state, self._resolve)
+                self.store.merge_hint(token, key, primary, state, self.resolve)
                 self.stats.hints_stored += 1
 
     def _hint_unacked(self, op: _WriteOp) -> None:
@@ -455,7 +455,7 @@ class Node:
             owner = target.hint_for or target.node
             if owner == self.id:
                 continue
-            self.store.merge_hint(token, op.key, owner, op.state, self._resolve)
+            self.store.merge_hint(token, op.key, owner, op.state, self.resolve)
             self.stats.hints_stored += 1
 
     def _start_read(self, req: ReadRequest, reply_to: _ReplyTo, now: float) -> list[Effect]:
@@ -465,14 +465,14 @@ class Node:
         targets = self._targets(key_token(req.key), now)
         if len(targets) < r:
             return [self._answer(reply_to, QuorumFailed(0, r, "too few replicas reachable"))]
-        req_id = self._new_id()
+        req_id = self.new_id()
         self._ops[req_id] = _ReadOp(req.key, ReadQuorum(r, tuple(targets)), reply_to)
         effects: list[Effect] = [SetTimer(self._deadline(req.timeout_ms, now), req_id)]
         effects.extend(Send(t.node, ReplicaGet(req_id, req.key)) for t in targets)
         return effects
 
     def _read_response(self, op: _ReadOp, now: float) -> ClientResponse:
-        merged = self._resolve(op.quorum.merged())
+        merged = self.resolve(op.quorum.merged())
         stale = tuple(op.quorum.stale(merged))
         replied = tuple(sorted(op.quorum.replies))
         self.stats.stale_replies += len(stale)
@@ -538,10 +538,10 @@ class Node:
     def _on_replica_put(self, src: str, msg: ReplicaPut) -> list[Effect]:
         token = key_token(msg.key)
         if msg.hint_for is not None and msg.hint_for != self.id:
-            self.store.merge_hint(token, msg.key, msg.hint_for, msg.versions, self._resolve)
+            self.store.merge_hint(token, msg.key, msg.hint_for, msg.versions, self.resolve)
             self.stats.hints_stored += 1
         else:
-            self.store.merge_record(token, msg.key, msg.versions, self._resolve)
+            self.store.merge_record(token, msg.key, msg.versions, self.resolve)
         if msg.req_id == REPAIR_ID:
             return []
         return [Send(src, ReplicaPutAck(msg.req_id), durable=True)]
@@ -646,7 +646,7 @@ class Node:
                 if versions is None:
                     continue
                 _, key, _ = split_hint_key(hkey)
-                req_id = self._new_id()
+                req_id = self.new_id()
                 self._ops[req_id] = _HintOp(target, hkey, versions, now + HINT_TIMEOUT)
                 effects.append(Send(target, ReplicaPut(req_id, key, versions, None)))
         return effects
@@ -665,9 +665,9 @@ class Node:
             if versions is not None:
                 for owner in self.pending.preference_list(token, self.n):
                     if owner == self.id:
-                        self.store.merge_record(token, key, versions, self._resolve)
+                        self.store.merge_record(token, key, versions, self.resolve)
                     elif owner != target:
-                        self.store.merge_hint(token, key, owner, versions, self._resolve)
+                        self.store.merge_hint(token, key, owner, versions, self.resolve)
             self.store.delete_hint(hkey)
 
     def _on_hint_ack(self, req_id: int, op: _HintOp) -> list[Effect]:

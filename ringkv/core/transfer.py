@@ -204,7 +204,7 @@ class Transfers:
         return usable[piece.tries % len(usable)] if usable else None
 
     def _fetch(self, piece: _Piece, source: str, now: float) -> Effect:
-        req_id = self.node._new_id()
+        req_id = self.node.new_id()
         self._fetches[req_id] = _Fetch(piece, source, now + PAGE_TIMEOUT)
         return Send(source, RangeFetch(req_id, piece.start, piece.end, piece.after, PAGE_KEYS))
 
@@ -275,7 +275,7 @@ class Transfers:
         del self._fetches[req_id]
         node = self.node
         for key, versions in items:
-            node.store.merge_record(key_token(key), key, versions, node._resolve)
+            node.store.merge_record(key_token(key), key, versions, node.resolve)
             self.stats.keys_received += 1
             self.stats.bytes_received += _record_bytes(key, versions)
         piece = fetch.piece
