@@ -32,6 +32,7 @@ import msgpack
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from gossip.membership import valid_node_id  # noqa: E402
 from ringkv.net.transport import Transport  # noqa: E402
 
 ECHO, ONEWAY, ACK = 0, 1, 2
@@ -149,7 +150,7 @@ def serve(loop_kind: str, ports: Any, driver_port: int) -> None:
                 if received % ACK_EVERY == 0:
                     t.send(src, packb([ACK, received, b""]))
 
-        t = Transport("echo", on_message)
+        t = Transport("echo", on_message, valid_peer_id=valid_node_id)
         await t.listen("127.0.0.1", 0)
         t.set_address("driver", "127.0.0.1", driver_port)
         addr = t.listen_address
@@ -187,7 +188,7 @@ async def drive(
             state["acked"] = seq
             window_open.set()
 
-    t = Transport("driver", on_message)
+    t = Transport("driver", on_message, valid_peer_id=valid_node_id)
     await t.listen("127.0.0.1", 0)
     addr = t.listen_address
     assert addr is not None

@@ -1,268 +1,361 @@
-"""Internode connections: the accepting side, the connecting side, and the per-peer slot.
+"""Internode connections: the asyncio protocols that drive a handshake and then move frames.
 
 Job
 ---
-``_Inbound`` is a connection this node accepted: it sends the Challenge, verifies the Hello,
-and from then on only receives. ``_Outbound`` is this node's connection to a peer: it answers
-the Challenge, checks the Accept, and from then on only sends. ``_Peer`` is the outbound
-state ``Transport`` keeps per peer (address, state, queued frames, write budget, backoff).
-Framing comes from ``ringkv.net.framing._Conn``, messages and MACs from ``ringkv.net.handshake``;
-policy (when to connect, back off, drop, reconnect) is ``ringkv.net.transport.Transport``'s.
+``InboundConnection`` is a connection this node accepted: it sends the Challenge, feeds what
+arrives to a ``ListenerHandshake`` until it accepts or fails, then cuts data frames
+(``ringkv.net.framing``) and hands each to ``on_message``; it never writes again. An
+``OutboundConnection`` is this node's connection to one peer: it drives a
+``DialerHandshake``, then only sends (what its owner writes into it). Each connection owns
+its socket, its handshake machine, its frame decoder and its deadline, and nothing else.
 
-Peer states: ``_IDLE`` -> ``_CONNECTING`` (something was sent) -> ``_READY`` (handshake
-done); a failed attempt goes to ``_BACKOFF``, whose timer goes back to ``_CONNECTING`` if
-something was sent meanwhile and to ``_IDLE`` otherwise; a lost ready connection goes to
-``_IDLE`` (it had lived long) or ``_BACKOFF`` (it was flapping).
+Everything else (counters, logs, when to connect, back off or drop) belongs to the owner,
+which a connection reaches only through the narrow interfaces below: the ``Transport`` for
+an accepted connection (``InboundOwner``), the ``Peer`` it was dialed for otherwise
+(``OutboundOwner``). A connection reports what happened; its owner decides.
 
 Invariants
 ----------
-* An accepted connection writes nothing after its Accept; an outbound one delivers nothing
-  (any frame after the Accept is a violation).
-* Inbound: nothing is delivered before a valid Hello (with a secret: a valid MAC); no Hello
-  within ``handshake_timeout`` closes the connection.
-* Outbound: the peer becomes ready (``Transport._peer_ready``) only after the Accept named
-  the node meant (any node for a ``SEED_PREFIX`` peer) and, with a secret, proved it.
-* ``_Peer.epoch`` changes on every state change that invalidates an earlier attempt's
-  timers, tasks and protocols; an ``_Outbound`` touches its peer only while
-  ``peer.proto is self and peer.epoch == self._epoch``.
-* ``_Peer.budget`` is 0 unless the peer is ready and below the high-water mark.
+* Nothing raises out of an asyncio callback: a bug costs its connection only
+  (``internal_error``, then abort).
+* Inbound: nothing reaches ``on_message`` before the handshake accepted the peer, and then
+  always with that peer's id; frames are delivered in order, each at most once, and none
+  after the connection started closing. An exception from ``on_message`` is reported
+  (``callback_failed``) and the connection carries on. No accepted handshake within
+  ``handshake_timeout``: the connection is closed.
+* Inbound: after the Accept nothing more is written. Outbound: nothing is ever delivered;
+  any frame from the accepting side after its Accept is a violation.
+* A failed handshake or a framing violation is reported once (``*_failed``) and aborts the
+  connection; ``connection_lost`` always follows, reported as ``*_lost``.
+* ``OutboundConnection.failure`` says why we closed it ourselves, if we did.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from typing import TYPE_CHECKING, Final
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from ringkv.net.framing import _Conn
+from ringkv.net.framing import HANDSHAKE_MAX_FRAME, FrameDecoder
 from ringkv.net.handshake import (
-    MAGIC,
-    NONCE_SIZE,
-    PROTOCOL_VERSION,
-    SEED_PREFIX,
-    _check_header,
-    _decode,
-    _frame,
-    _mac,
-    _mac_ok,
-    _valid_node_id,
+    AWAIT_ACCEPT,
+    VIOLATION,
+    Accepted,
+    DialerHandshake,
+    Failed,
+    ListenerHandshake,
 )
 
-if TYPE_CHECKING:
-    from ringkv.net.transport import Transport
-
-# Peer connection states.
-_IDLE: Final = 0  # no connection; the next send starts one
-_CONNECTING: Final = 1  # TCP connect or handshake under way; sends are queued
-_READY: Final = 2  # handshake done; sends are written
-_BACKOFF: Final = 3  # the last attempt failed; sends are dropped until the timer fires
-
-
-class _Peer:
-    """Outbound state for one peer. ``epoch`` changes on every state change that
-    invalidates pending timers, tasks and protocols of an earlier attempt."""
-
-    __slots__ = (
-        "id",
-        "host",
-        "port",
-        "state",
-        "epoch",
-        "proto",
-        "task",
-        "timer",
-        "queue",
-        "queue_bytes",
-        "wbuf",
-        "budget",
-        "paused",
-        "delay",
-        "wanted",
-        "since",
-    )
-
-    def __init__(self, peer_id: str, host: str, port: int, delay: float) -> None:
-        self.id = peer_id
-        self.host = host
-        self.port = port
-        self.state: int = _IDLE
-        self.epoch = 0
-        self.proto: _Outbound | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.queue: list[bytes] = []  # header, payload, header, payload, ... while connecting
-        self.queue_bytes = 0
-        self.wbuf: list[bytes] = []  # the same, for this loop iteration's writes when ready
-        # Bytes send() may still add to wbuf: 0 unless ready and below the high-water mark,
-        # so the fast path needs a single comparison.
-        self.budget = 0
-        self.paused = False
-        self.delay = delay
-        self.wanted = False
-        self.since = 0.0
+__all__ = [
+    "Connection",
+    "InboundConnection",
+    "InboundOwner",
+    "OutboundConnection",
+    "OutboundOwner",
+]
 
 
-class _Inbound(_Conn):
+class InboundOwner(Protocol):
+    """What an accepted connection tells the transport that accepted it."""
+
+    def inbound_opened(self, conn: InboundConnection) -> bool:
+        """Track conn; False if it must be closed at once (the owner is closing)."""
+
+    def inbound_failed(self, conn: InboundConnection, failure: Failed) -> None:
+        """The handshake failed or timed out, or a frame was malformed: conn is aborted."""
+
+    def inbound_accepted(self, conn: InboundConnection) -> None:
+        """The handshake accepted ``conn.peer_id``; its frames follow."""
+
+    def frames_delivered(self, frames: int, nbytes: int) -> None:
+        """A batch of frames (payload bytes) just went to on_message."""
+
+    def callback_failed(self, src: str) -> None:
+        """on_message raised (called from the except block)."""
+
+    def internal_error(self, conn: Connection) -> None:
+        """A bug in the connection itself (called from the except block)."""
+
+    def inbound_lost(self, conn: InboundConnection) -> None:
+        """The connection is gone."""
+
+
+class OutboundOwner(Protocol):
+    """What a connection to a peer tells the transport that opened it."""
+
+    def outbound_opened(self, conn: OutboundConnection) -> bool:
+        """Track conn; False if the attempt was given up meanwhile (conn is aborted)."""
+
+    def outbound_failed(self, conn: OutboundConnection, failure: Failed) -> None:
+        """The handshake failed or the peer sent a bad frame: conn is aborted."""
+
+    def outbound_ready(self, conn: OutboundConnection) -> None:
+        """The handshake accepted the peer: conn may carry frames."""
+
+    def outbound_paused(self, conn: OutboundConnection, paused: bool) -> None:
+        """The socket's write buffer went above (True) or back below (False) high water."""
+
+    def internal_error(self, conn: Connection) -> None:
+        """A bug in the connection itself (called from the except block)."""
+
+    def outbound_lost(self, conn: OutboundConnection, exc: Exception | None) -> None:
+        """The connection is gone (``conn.failure`` says why, if we closed it)."""
+
+
+def _fmt_addr(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
+def _tune_socket(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # unacknowledged data for 30 s: give up
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 30_000)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+class Connection(asyncio.Protocol):
+    """The socket side both directions share: writing, closing, the handshake deadline."""
+
+    __slots__ = ("addr", "_tr", "_closing", "_timer")
+
+    def __init__(self) -> None:
+        self.addr = "?"  # the peer's host:port, for logs
+        self._tr: asyncio.Transport | None = None
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _attach(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        self._tr = transport  # type: ignore[assignment]
+        self.addr = _fmt_addr(transport.get_extra_info("peername"))
+        _tune_socket(transport)
+
+    def _detach(self) -> None:
+        self._closing = True
+        self._cancel_timer()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def is_open(self) -> bool:
+        """Whether frames written now can still leave."""
+        tr = self._tr
+        return tr is not None and not tr.is_closing()
+
+    def write(self, data: bytes) -> None:
+        """Write data unless the connection is closing (then it is dropped)."""
+        if self._tr is not None and not self._closing:
+            self._tr.write(data)
+
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        return self._tr.get_write_buffer_size() if self._tr is not None else 0
+
+    def abort(self) -> None:
+        """Close now, discarding whatever is not yet sent."""
+        self._closing = True
+        self._cancel_timer()
+        if self._tr is not None:
+            self._tr.abort()
+
+    def close(self) -> None:
+        """Close after flushing what is already written."""
+        self._closing = True
+        self._cancel_timer()
+        if self._tr is not None:
+            self._tr.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class InboundConnection(Connection):
     """An accepted connection: challenge, verify the Hello, then only receive."""
 
-    __slots__ = ("_nonce",)
+    __slots__ = ("peer_id", "_owner", "_hs", "_timeout", "_max_frame", "_on_message", "_decoder")
 
-    def __init__(self, owner: Transport) -> None:
-        super().__init__(owner)
-        self._nonce = os.urandom(NONCE_SIZE)
+    def __init__(
+        self,
+        owner: InboundOwner,
+        handshake: ListenerHandshake,
+        on_message: Callable[[str, bytes], None],
+        *,
+        max_frame: int,
+        handshake_timeout: float,
+    ) -> None:
+        super().__init__()
+        self.peer_id: str | None = None  # set once the handshake accepted the peer
+        self._owner = owner
+        self._hs = handshake
+        self._on_message = on_message
+        self._max_frame = max_frame
+        self._timeout = handshake_timeout
+        self._decoder: FrameDecoder | None = None  # the data phase's, after the handshake
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        t = self._t
-        if t._closed:
-            self._abort()
+        self._attach(transport)
+        if not self._owner.inbound_opened(self):
+            self.abort()
             return
-        self._timer = t._get_loop().call_later(t._handshake_timeout, self._handshake_expired)
-        self._write(_frame([MAGIC, PROTOCOL_VERSION, self._nonce]))
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expired)
+        self.write(self._hs.opening())
 
-    def _handshake_expired(self) -> None:
+    def _expired(self) -> None:
         self._timer = None
-        if self._src is None and not self._closing:
-            self._t.stats.handshake_timeouts += 1
-            self._t._rlog.warning(
-                "hs-timeout", "transport: no handshake from %s in time; closing", self._addr
-            )
-            self._abort()
+        failure = self._hs.expire()
+        if failure is not None and not self._closing:
+            self._fail(failure)
 
-    def _control(self, payload: bytes) -> None:
-        t = self._t
-        msg = _decode(payload)
-        why = _check_header(msg, 5)
-        if why is not None:
-            self._violation(f"{why} (expected Hello)")
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
             return
-        node_id, mac, cnonce = msg[2], msg[3], msg[4]
-        if not _valid_node_id(node_id):
-            self._violation("Hello with an invalid node id")
-            return
-        if type(mac) is not bytes or type(cnonce) is not bytes or len(cnonce) != NONCE_SIZE:
-            self._violation("malformed Hello")
-            return
-        secret = t._secret
-        if secret is not None:
-            if not _mac_ok(secret, self._nonce, node_id.encode(), mac):
-                t.stats.auth_failures += 1
-                t._rlog.warning(
-                    "auth-in",
-                    "transport: authentication failed for %r from %s; closing",
-                    node_id,
-                    self._addr,
-                )
-                self._abort()
-                return
-            proof = _mac(secret, cnonce, t._id_bytes)
-        else:
-            proof = b""
-        self._write(_frame([MAGIC, PROTOCOL_VERSION, t.node_id, proof]))
-        self._cancel_timer()
-        self._src = node_id
-        self._limit = t._max_frame
-        t.stats.connects += 1
-        t._peer_reached_us(node_id)
-        t._log.debug("transport %s: accepted %s from %s", t.node_id, node_id, self._addr)
+        try:
+            if self._decoder is not None:
+                self._deliver(data)
+            else:
+                self._handshake(data)
+        except Exception:  # a bug here must cost this connection only
+            self._owner.internal_error(self)
+            self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._src is not None and not self._t._closed:
-            self._t.stats.disconnects += 1
-        super().connection_lost(exc)
+        self._detach()
+        self._decoder = None
+        self._owner.inbound_lost(self)
+
+    def _handshake(self, data: bytes) -> None:
+        result = self._hs.receive(data)
+        if isinstance(result, Accepted):
+            self.write(result.send)
+            self._cancel_timer()
+            self.peer_id = result.peer_id
+            self._decoder = FrameDecoder(self._max_frame)
+            self._owner.inbound_accepted(self)
+            if result.rest and not self._closing:
+                self._deliver(result.rest)
+        elif isinstance(result, Failed):
+            self._fail(result)
+        elif result:
+            self.write(result)
+
+    def _deliver(self, data: bytes) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        frames = decoder.feed(data)
+        if frames:
+            src = self.peer_id
+            assert src is not None
+            on_message = self._on_message
+            delivered = 0
+            nbytes = 0
+            try:
+                for payload in frames:
+                    delivered += 1
+                    nbytes += len(payload)
+                    try:
+                        on_message(src, payload)
+                    except Exception:
+                        self._owner.callback_failed(src)
+                    if self._closing:
+                        return
+            finally:
+                self._owner.frames_delivered(delivered, nbytes)
+        if decoder.error is not None:
+            self._fail(Failed(VIOLATION, decoder.error))
+
+    def _fail(self, failure: Failed) -> None:
+        self._owner.inbound_failed(self, failure)
+        self.abort()
 
 
-class _Outbound(_Conn):
-    """Our connection to a peer: answer the challenge, check the Accept, then only send."""
+class OutboundConnection(Connection):
+    """This node's connection to the peer named ``name``: handshake, then only send."""
 
-    __slots__ = ("_peer", "_epoch", "_phase", "_cnonce", "_failed")
+    __slots__ = ("name", "failure", "_owner", "_hs", "_high_water", "_decoder")
 
-    def __init__(self, owner: Transport, peer: _Peer, epoch: int) -> None:
-        super().__init__(owner)
-        self._peer = peer
-        self._epoch = epoch
-        self._phase = 0  # 0: await Challenge, 1: await Accept, 2: ready
-        self._cnonce = os.urandom(NONCE_SIZE)
-        self._failed: str | None = None  # why we closed it ourselves, for the log
+    def __init__(
+        self, owner: OutboundOwner, name: str, handshake: DialerHandshake, *, high_water: int
+    ) -> None:
+        super().__init__()
+        self.name = name  # the owner's key for the peer, not necessarily its node id
+        self.failure: str | None = None  # why we closed it ourselves, for the log
+        self._owner = owner
+        self._hs = handshake
+        self._high_water = high_water
+        self._decoder: FrameDecoder | None = None  # after the Accept: every frame is wrong
 
-    def _current(self) -> bool:
-        peer = self._peer
-        return peer.proto is self and peer.epoch == self._epoch
+    @property
+    def awaiting_accept(self) -> bool:
+        """The Hello went out and no Accept came back (yet)."""
+        return self._hs.state == AWAIT_ACCEPT
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if not self._current() or self._t._closed:
-            self._abort()  # the attempt was given up (timeout, new address, close)
+        self._attach(transport)
+        if not self._owner.outbound_opened(self):
+            self.abort()  # the attempt was given up (timeout, new address, close)
             return
         assert self._tr is not None
-        self._tr.set_write_buffer_limits(high=self._t._high_water, low=self._t._high_water // 4)
+        self._tr.set_write_buffer_limits(high=self._high_water, low=self._high_water // 4)
 
-    def _fail(self, why: str) -> None:
-        self._failed = why
-        self._abort()
-
-    def _violation(self, why: str) -> None:
-        self._failed = why
-        super()._violation(why)
-
-    def _control(self, payload: bytes) -> None:
-        t = self._t
-        peer = self._peer
-        msg = _decode(payload)
-        if self._phase == 0:
-            why = _check_header(msg, 3)
-            nonce = msg[2] if why is None else None
-            if why is None and (type(nonce) is not bytes or len(nonce) != NONCE_SIZE):
-                why = "malformed Challenge"
-            if why is not None:
-                t.stats.bad_frames += 1
-                self._fail(f"{why} (expected Challenge)")
-                return
-            assert isinstance(nonce, bytes)
-            secret = t._secret
-            mac = _mac(secret, nonce, t._id_bytes) if secret else b""
-            self._write(_frame([MAGIC, PROTOCOL_VERSION, t.node_id, mac, self._cnonce]))
-            self._phase = 1
-        elif self._phase == 1:
-            why = _check_header(msg, 4)
-            if why is None and (not _valid_node_id(msg[2]) or type(msg[3]) is not bytes):
-                why = "malformed Accept"
-            if why is not None:
-                t.stats.bad_frames += 1
-                self._fail(f"{why} (expected Accept)")
-                return
-            server_id: str = msg[2]
-            # A seed is addressed before its id is known ("seed-host-port"): accept any.
-            if server_id != peer.id and not peer.id.startswith(SEED_PREFIX):
-                t.stats.peer_mismatches += 1
-                self._fail(f"the node there is {server_id!r}, not {peer.id!r}")
-                return
-            secret = t._secret
-            if secret is not None and not _mac_ok(secret, self._cnonce, server_id.encode(), msg[3]):
-                t.stats.auth_failures += 1
-                self._fail("it failed to prove it knows the cluster secret")
-                return
-            self._phase = 2
-            if self._current():
-                t._peer_ready(peer, self)
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            if self._decoder is not None:
+                self._after_accept(data)
             else:
-                self._abort()
-        else:
-            t.stats.bad_frames += 1
-            self._fail("unexpected frame from the accepting side")
+                self._handshake(data)
+        except Exception:  # a bug here must cost this connection only
+            self._owner.internal_error(self)
+            self.abort()
 
     def pause_writing(self) -> None:
-        if self._current():
-            self._peer.paused = True
-            self._peer.budget = 0
+        self._owner.outbound_paused(self, True)
 
     def resume_writing(self) -> None:
-        if self._current():
-            peer = self._peer
-            peer.paused = False
-            if peer.state == _READY:
-                peer.budget = self._t._high_water
+        self._owner.outbound_paused(self, False)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self._t._outbound_lost(self, exc)
+        self._detach()
+        self._owner.outbound_lost(self, exc)
+
+    def _handshake(self, data: bytes) -> None:
+        result = self._hs.receive(data)
+        if isinstance(result, Accepted):
+            self.write(result.send)
+            self._decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
+            self._owner.outbound_ready(self)
+            if result.rest and not self._closing:
+                self._after_accept(result.rest)
+        elif isinstance(result, Failed):
+            self._fail(result)
+        elif result:
+            self.write(result)
+
+    def _after_accept(self, data: bytes) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        if decoder.feed(data):
+            self._fail(Failed(VIOLATION, "unexpected frame from the accepting side"))
+        elif decoder.error is not None:
+            self._fail(Failed(VIOLATION, decoder.error))
+
+    def _fail(self, failure: Failed) -> None:
+        self.failure = failure.reason
+        self._owner.outbound_failed(self, failure)
+        self.abort()

@@ -21,7 +21,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from ringkv.net.transport import NONCE_SIZE, SEED_PREFIX, Transport, _Inbound
+from gossip.membership import valid_node_id
+from ringkv.core.addresses import seed_destination
+from ringkv.net.connection import InboundConnection
+from ringkv.net.handshake import NONCE_SIZE
+from ringkv.net.transport import Transport
 
 uvloop: Any
 try:
@@ -59,7 +63,7 @@ class Node:
 
     def __init__(self, node_id: str, **kw: Any) -> None:
         self.got: list[tuple[str, bytes]] = []
-        self.t = Transport(node_id, self.on_message, **kw)
+        self.t = Transport(node_id, self.on_message, valid_peer_id=valid_node_id, **kw)
 
     def on_message(self, src: str, payload: bytes) -> None:
         self.got.append((src, payload))
@@ -205,7 +209,7 @@ def test_callback_exception_is_contained(caplog: pytest.LogCaptureFixture) -> No
             got.append(payload)
 
         a = await Node("a").start()
-        b = Transport("b", on_message)
+        b = Transport("b", on_message, valid_peer_id=valid_node_id)
         await b.listen(HOST, 0)
         addr = b.listen_address
         assert addr is not None
@@ -288,12 +292,38 @@ def test_wrong_node_at_address_is_refused() -> None:
 def test_seed_peer_accepts_any_node_id() -> None:
     async def main() -> None:
         a, b = await pair({"secret": b"k"}, {"secret": b"k"})
-        seed = f"{SEED_PREFIX}{HOST}-{b.port}"  # how the runtime names a seed it cannot name
-        a.t.set_address(seed, HOST, b.port)
+        seed = seed_destination(f"{HOST}:{b.port}")  # a name, not a node id
+        a.t.set_address(seed, HOST, b.port, any_node=True)
         a.t.send(seed, b"join me")
         await wait_until(lambda: b.got)
         assert b.got == [("a", b"join me")] and a.t.connected(seed)
         assert a.t.stats.peer_mismatches == 0
+        await a.t.close()
+        await b.t.close()
+
+    run(main())
+
+
+def test_a_name_is_only_a_key_when_any_node_may_answer() -> None:
+    async def main() -> None:
+        a, b = await pair()
+        with pytest.raises(ValueError):
+            a.t.set_address("seed:x:1", HOST, b.port)  # not a node id: must say any_node
+        with pytest.raises(ValueError):
+            a.t.set_address("", HOST, b.port, any_node=True)
+        a.t.set_address("whoever is there", HOST, b.port, any_node=True)
+        a.t.send("whoever is there", b"hi")
+        await wait_until(lambda: b.got)
+        assert b.got == [("a", b"hi")] and a.t.connected("whoever is there")
+        # The same name, now required to be node c: the connection to b is dropped.
+        a.t.set_address("c", HOST, b.port, any_node=True)
+        a.t.send("c", b"to c?")
+        await wait_until(lambda: a.t.connected("c"))
+        a.t.set_address("c", HOST, b.port)
+        assert not a.t.connected("c")
+        a.t.send("c", b"not for b")
+        await wait_until(lambda: a.t.stats.peer_mismatches >= 1)
+        assert b.payloads() == [b"hi", b"to c?"]
         await a.t.close()
         await b.t.close()
 
@@ -459,10 +489,12 @@ def test_framing_is_independent_of_chunking_and_survives_any_bytes() -> None:
 
     async def main() -> None:
         got: list[tuple[str, bytes]] = []
-        t = Transport("srv", lambda src, p: got.append((src, p)), secret=secret)
+        t = Transport(
+            "srv", lambda src, p: got.append((src, p)), valid_peer_id=valid_node_id, secret=secret
+        )
 
-        def open_conn() -> tuple[_Inbound, FakeTransport, bytes]:
-            proto, ft = _Inbound(t), FakeTransport()
+        def open_conn() -> tuple[InboundConnection, FakeTransport, bytes]:
+            proto, ft = t._new_inbound(), FakeTransport()
             proto.connection_made(ft)
             nonce = msgpack.unpackb(bytes(ft.written[4:]))[2]
             mac = hmac.digest(secret, nonce + b"cli", "sha256")
@@ -692,7 +724,7 @@ def test_send_without_address_and_after_close() -> None:
         a.t.send("b", b"x")
         assert a.t.stats.dropped == 3 and a.got == []
         with pytest.raises(ValueError):
-            Transport("bad id", a.on_message)
+            Transport("bad id", a.on_message, valid_peer_id=valid_node_id)
         with pytest.raises(ValueError):
             a.t.set_address("", HOST, 1)
 
@@ -768,8 +800,8 @@ def test_high_water_mark_drops_instead_of_growing() -> None:
                 break
         assert a.t.stats.dropped > 100
         peer = a.t._peers["b"]
-        assert peer.proto is not None and peer.proto._tr is not None
-        assert peer.proto._tr.get_write_buffer_size() <= high_water + 8 * len(chunk)
+        assert peer.conn is not None and peer.conn.is_open()
+        assert peer.conn.write_buffer_size() <= high_water + 8 * len(chunk)
         assert a.t.connected("b")
         await a.t.close()
         await server.close()
