@@ -5,9 +5,11 @@ extended preference list. A primary that is down is stood in for by the next rea
 node past the primaries, and that fallback is told whom it stands in for (`hint_for`),
 so it keeps the write as a hint and hands it over when the primary is back.
 
-`WriteQuorum` and `ReadQuorum` are the per-request state machines: they are fed replica
-answers and a timeout and say when the client can be answered and with what. They
-hold no clock: the node sets a timer at the deadline and calls `timed_out`.
+`WriteQuorum` and `ReadQuorum` are the per-request bookkeeping: they are fed replica
+answers and say when the client can be answered and with what. They hold no clock:
+the coordinator sets a timer at the request's deadline, and when it fires reads what
+they collected (`acks`, `acked`, `replies`, `answered`) to answer or fail the request
+(`coordinator.write`, `coordinator.read`).
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ import random
 from collections import deque
 from typing import Any
 
+from coordinator.messages import ReplicaGet, ReplicaGetReply, ReplicaPut, ReplicaPutAck
 from pbs.distributions import LEGS, Legs, parse_legs
-from ringkv.core.wire import ReplicaGet, ReplicaGetReply, ReplicaPut, ReplicaPutAck
 
 LEG_OF: dict[type, str] = {ReplicaPut: "W", ReplicaPutAck: "A", ReplicaGet: "R",
                            ReplicaGetReply: "S"}

@@ -293,13 +293,14 @@ def test_primary_with_no_reachable_fallback_gets_a_hint():
 
 
 def test_duplicated_forward_is_coordinated_once():
+    from coordinator.messages import ForwardWrite
     from ringkv.core import wire
 
     net = cluster()
     key = b"fwd"
     outsider = next(n for n in net.nodes if n not in net.nodes["n1"].preference_list(key))
     coord = net.nodes["n1"].preference_list(key)[0]
-    fwd = wire.ForwardWrite(77, WriteRequest(key, b"v", "text/plain", EMPTY_CONTEXT, 2))
+    fwd = ForwardWrite(77, WriteRequest(key, b"v", "text/plain", EMPTY_CONTEXT, 2))
     for _ in range(2):
         net._at(0.001, "msg", (outsider, coord, wire.encode(fwd)))
     net.run_for(0.5)

@@ -1,0 +1,202 @@
+"""The data-path messages between nodes, type ids 10-13 and 20-21, and their field codecs.
+
+    ReplicaPut       (10)  coordinator -> replica   merge these versions (or keep them as
+                                                    a hint for `hint_for`)
+    ReplicaPutAck    (11)  replica -> coordinator   the put is on disk
+    ReplicaGet       (12)  coordinator -> replica   what do you hold for this key?
+    ReplicaGetReply  (13)  replica -> coordinator   this (None: nothing)
+    ForwardWrite     (20)  any node -> a replica    coordinate this client write for me
+    ForwardReply     (21)  replica -> forwarder     the write's outcome
+
+A ReplicaPut with request id `REPAIR_ID` (a read repair) is fire-and-forget: the replica
+sends no ack for it. Hint deliveries are ReplicaPuts too, acknowledged like writes; the
+coordinator tells the two kinds of ack apart by the request id.
+
+Invariants: `ringkv.core.wire` registers these classes and encodes each as
+`[TYPE, *to_fields()]`; `from_fields` accepts exactly what `to_fields` produces and
+raises `ValueError`/`TypeError` on anything else (keys outside 1..1024 bytes, node ids
+outside 1..64 characters, malformed versions or client contexts, booleans for
+integers), so a peer's garbage never reaches the coordinator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from coordinator.requests import ClientResponse, QuorumFailed, Rejected, WriteOk, WriteRequest
+from storage.versions import Context, Versions, decode_context, encode_context, from_wire, to_wire
+
+__all__ = ["DATA_MESSAGES", "MAX_KEY_BYTES", "REPAIR_ID", "ForwardReply", "ForwardWrite",
+           "ReplicaGet", "ReplicaGetReply", "ReplicaPut", "ReplicaPutAck"]
+
+MAX_KEY_BYTES = 1024
+REPAIR_ID = 0  # request id of fire-and-forget repairs: their acks are ignored
+
+
+def _arity(f: list[Any], n: int, what: str) -> None:
+    if len(f) != n:
+        raise ValueError(f"malformed {what}")
+
+
+def _int(doc: Any) -> int:
+    if not isinstance(doc, int) or isinstance(doc, bool):
+        raise ValueError("expected an integer")
+    return doc
+
+
+def _opt_int(doc: Any) -> int | None:
+    return None if doc is None else _int(doc)
+
+
+def _key(doc: Any) -> bytes:
+    if not isinstance(doc, bytes) or not 1 <= len(doc) <= MAX_KEY_BYTES:
+        raise ValueError("malformed key")
+    return doc
+
+
+def _node_id(doc: Any) -> str | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, str) or not 1 <= len(doc) <= 64:
+        raise ValueError("malformed node id")
+    return doc
+
+
+def _context(text: Any) -> Context:
+    if not isinstance(text, str):
+        raise ValueError("malformed context")
+    return decode_context(text)  # a ContextError is a ValueError
+
+
+def _write_request_doc(req: WriteRequest) -> list[Any]:
+    return [req.key, req.value, req.content_type, encode_context(req.context), req.w,
+            req.ttl, req.timeout_ms]
+
+
+def _write_request(doc: Any) -> WriteRequest:
+    if not (isinstance(doc, list) and len(doc) == 7):
+        raise ValueError("malformed write request")
+    key, value, ctype, ctx, w, ttl, timeout = doc
+    if value is not None and not isinstance(value, bytes) or not isinstance(ctype, str):
+        raise ValueError("malformed write request")
+    return WriteRequest(_key(key), value, ctype, _context(ctx), _opt_int(w), _opt_int(ttl),
+                        _opt_int(timeout))
+
+
+def _response_doc(resp: ClientResponse) -> list[Any]:
+    if isinstance(resp, WriteOk):
+        return ["ok", encode_context(resp.context), resp.acks]
+    if isinstance(resp, QuorumFailed):
+        return ["quorum", resp.acks, resp.required, resp.error]
+    if isinstance(resp, Rejected):
+        return ["rejected", resp.message]
+    raise ValueError(f"cannot forward a {type(resp).__name__}")
+
+
+def _response(doc: Any) -> ClientResponse:
+    if not isinstance(doc, list) or not doc:
+        raise ValueError("malformed response")
+    kind = doc[0]
+    if kind == "ok" and len(doc) == 3:
+        return WriteOk(_context(doc[1]), _int(doc[2]))
+    if kind == "quorum" and len(doc) == 4 and isinstance(doc[3], str):
+        return QuorumFailed(_int(doc[1]), _int(doc[2]), doc[3])
+    if kind == "rejected" and len(doc) == 2 and isinstance(doc[1], str):
+        return Rejected(doc[1])
+    raise ValueError("malformed response")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPut:
+    TYPE: ClassVar[int] = 10
+    req_id: int
+    key: bytes
+    versions: Versions
+    hint_for: str | None
+
+    def to_fields(self) -> list[Any]:
+        return [self.req_id, self.key, to_wire(self.versions), self.hint_for]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> ReplicaPut:
+        _arity(f, 4, "replica put")
+        return cls(_int(f[0]), _key(f[1]), from_wire(f[2]), _node_id(f[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPutAck:
+    TYPE: ClassVar[int] = 11
+    req_id: int
+
+    def to_fields(self) -> list[Any]:
+        return [self.req_id]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> ReplicaPutAck:
+        _arity(f, 1, "replica put ack")
+        return cls(_int(f[0]))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaGet:
+    TYPE: ClassVar[int] = 12
+    req_id: int
+    key: bytes
+
+    def to_fields(self) -> list[Any]:
+        return [self.req_id, self.key]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> ReplicaGet:
+        _arity(f, 2, "replica get")
+        return cls(_int(f[0]), _key(f[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaGetReply:
+    TYPE: ClassVar[int] = 13
+    req_id: int
+    versions: Versions | None
+
+    def to_fields(self) -> list[Any]:
+        return [self.req_id, None if self.versions is None else to_wire(self.versions)]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> ReplicaGetReply:
+        _arity(f, 2, "replica get reply")
+        return cls(_int(f[0]), None if f[1] is None else from_wire(f[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardWrite:
+    TYPE: ClassVar[int] = 20
+    req_id: int
+    request: WriteRequest
+
+    def to_fields(self) -> list[Any]:
+        return [self.req_id, _write_request_doc(self.request)]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> ForwardWrite:
+        _arity(f, 2, "forwarded write")
+        return cls(_int(f[0]), _write_request(f[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardReply:
+    TYPE: ClassVar[int] = 21
+    req_id: int
+    response: ClientResponse
+
+    def to_fields(self) -> list[Any]:
+        return [self.req_id, _response_doc(self.response)]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> ForwardReply:
+        _arity(f, 2, "forward reply")
+        return cls(_int(f[0]), _response(f[1]))
+
+
+DATA_MESSAGES = (ReplicaPut, ReplicaPutAck, ReplicaGet, ReplicaGetReply, ForwardWrite,
+                 ForwardReply)

@@ -1,0 +1,176 @@
+"""Write coordination: from a client's (or a forwarder's) write to its quorum answer.
+
+A write goes to the key's sloppy-quorum targets (`coordinator.host.targets`). The
+coordinator forms the new state with its actor for the key (`coordinator.actors`),
+stores it (or, standing in for a down primary, keeps it as a hint), sends it to every
+other target and answers once W of them acknowledged it durably. While a range is in
+transit its pending owner is a target too and must acknowledge as well (W + pending).
+At the deadline, every target that did not acknowledge gets the write by hint.
+
+Invariants:
+- Writes are coordinated by a replica of the key (requests that reach another node are
+  forwarded), so a key's context holds about N actors however many writes it sees.
+- A forwarded write is coordinated once: its (sender, id) is remembered for
+  `FORWARD_MEMORY` seconds and a duplicate frame is dropped (coordinating it again
+  would add a sibling).
+- The coordinator's own ack is durable like any replica's: its quorum counts itself
+  only once its local store has committed the write.
+"""
+
+from __future__ import annotations
+
+from coordinator.actors import Actors
+from coordinator.effects import Effect, Send, SetTimer
+from coordinator.hints import Hints
+from coordinator.host import Host, Stats, deadline, quorum_size, targets
+from coordinator.messages import ForwardReply, ForwardWrite, ReplicaPut, ReplicaPutAck
+from coordinator.ops import ForwardOp, OpTable, ReplyTo, WriteOp
+from coordinator.quorum import Target, WriteQuorum
+from coordinator.requests import QuorumFailed, Rejected, WriteOk, WriteRequest
+from ring.token import key_token
+from ring.transition import write_extras
+from storage.record import Record
+from storage.versions import Context, Versions, update
+
+FORWARD_MEMORY = 30.0  # seconds a forwarded write's id is remembered, to drop duplicates
+# The forwarder waits a little longer than the coordinator so that the coordinator's
+# own 503 (with its ack count) arrives first.
+FORWARD_GRACE = 0.25
+
+
+class Writes:
+    def __init__(self, host: Host, ops: OpTable, actors: Actors, hints: Hints,
+                 stats: Stats) -> None:
+        self._host = host
+        self._ops = ops
+        self._actors = actors
+        self._hints = hints
+        self._stats = stats
+        self._seen_forwards: dict[tuple[str, int], float] = {}
+
+    def start(self, req: WriteRequest, reply_to: ReplyTo, now: float,
+              forwarded: bool) -> list[Effect]:
+        host = self._host
+        w = quorum_size(host, req.w, host.w)
+        if isinstance(w, str):
+            return [reply_to.answer(Rejected(w))]
+        token = key_token(req.key)
+        chosen = targets(host, token, now)
+        if len(chosen) < w:
+            return [reply_to.answer(QuorumFailed(0, w, "too few replicas reachable"))]
+        until = deadline(host, req.timeout_ms, now)
+        mine = next((t for t in chosen if t.node == host.id), None)
+        if mine is None and not forwarded:
+            # Coordinate on a replica, which holds a stable actor for the key.
+            return self._forward(req, w, chosen[0].node, reply_to, until, now)
+        state, client_ctx = self._form(token, req, mine, now)
+        self._hints.hint_uncovered(token, req.key, chosen, state)
+        required = w + self._add_pending_owners(token, req.key, chosen, state, now)
+        req_id = host.new_id()
+        quorum = WriteQuorum(required, tuple(chosen))
+        self._ops[req_id] = WriteOp(req.key, quorum, client_ctx, reply_to, state)
+        effects: list[Effect] = [SetTimer(until, req_id)]
+        for t in chosen:
+            if t.node == host.id:
+                effects.append(Send(host.id, ReplicaPutAck(req_id), durable=True))
+            else:
+                effects.append(Send(t.node, ReplicaPut(req_id, req.key, state, t.hint_for)))
+        return effects
+
+    def _forward(self, req: WriteRequest, w: int, replica: str, reply_to: ReplyTo,
+                 until: float, now: float) -> list[Effect]:
+        fwd = self._host.new_id()
+        self._ops[fwd] = ForwardOp(reply_to)
+        self._stats.forwarded += 1
+        ms = max(1, int((until - now) * 1000))
+        fwd_req = WriteRequest(req.key, req.value, req.content_type, req.context, w,
+                               req.ttl, ms)
+        return [Send(replica, ForwardWrite(fwd, fwd_req)), SetTimer(until + FORWARD_GRACE, fwd)]
+
+    def _form(self, token: int, req: WriteRequest, mine: Target | None,
+              now: float) -> tuple[Versions, Context]:
+        """The write's new state and client context, stored here (or hinted)."""
+        host = self._host
+        now_ms = int(now * 1000)
+        expires = now_ms + req.ttl * 1000 if req.ttl else None
+        if mine is not None and mine.hint_for is None:
+            record = host.store.get_record(token, req.key)
+            actor = self._actors.own(record)
+            base = record.versions if record else None
+            if actor is None:
+                actor = self._actors.fresh()
+            state, client_ctx = update(base, req.context, actor, req.value,
+                                       req.content_type, now_ms, expires)
+            state = host.resolve(state)
+            host.store.put_record(token, req.key, Record(state, actor))
+            return state, client_ctx
+        # A fallback (or a node outside the list) holds no stable actor for the key.
+        state, client_ctx = update(None, req.context, self._actors.fresh(), req.value,
+                                   req.content_type, now_ms, expires)
+        if mine is not None and mine.hint_for is not None:
+            self._hints.keep(token, req.key, mine.hint_for, state)
+        return state, client_ctx
+
+    def _add_pending_owners(self, token: int, key: bytes, chosen: list[Target],
+                            state: Versions, now: float) -> int:
+        """Add the pending owners of a range in transit to `chosen`; how many were added.
+
+        A range in transit: its pending owner gets every write too, and must
+        acknowledge it (Cassandra's W + pending), unless it is down: then a hint.
+        """
+        host = self._host
+        added = 0
+        for extra in write_extras(host.ring, host.pending, token, host.n):
+            if any(t.node == extra for t in chosen):
+                continue
+            if host.is_up(extra, now):
+                chosen.append(Target(extra, None))
+                added += 1
+            elif extra != host.id:
+                self._hints.keep(token, key, extra, state)
+        return added
+
+    def acked(self, src: str, req_id: int) -> list[Effect]:
+        op = self._ops.get(req_id)
+        if not isinstance(op, WriteOp):
+            return []
+        effects: list[Effect] = []
+        if op.quorum.ack(src):
+            effects.append(op.reply_to.answer(WriteOk(op.client_context, op.quorum.acks)))
+        if op.quorum.done():
+            del self._ops[req_id]
+        return effects
+
+    def timed_out(self, op: WriteOp) -> list[Effect]:
+        self._hints.hint_unacked(key_token(op.key), op.key, op.quorum, op.state)
+        if op.quorum.answered:
+            return []
+        return [op.reply_to.answer(QuorumFailed(op.quorum.acks, op.quorum.required))]
+
+    # --- forwarded writes ---------------------------------------------------------------
+
+    def on_forward(self, src: str, msg: ForwardWrite, now: float) -> list[Effect]:
+        key = (src, msg.req_id)
+        if key in self._seen_forwards:
+            return []  # a duplicated frame: coordinating it again adds a sibling
+        self._seen_forwards[key] = now + FORWARD_MEMORY
+        reply_to = ReplyTo(node=src, node_req=msg.req_id)
+        if not self._host.joined:
+            return [reply_to.answer(QuorumFailed(0, msg.request.w or self._host.w,
+                                                 "node has not joined"))]
+        return self.start(msg.request, reply_to, now, forwarded=True)
+
+    def on_forward_reply(self, src: str, msg: ForwardReply, now: float) -> list[Effect]:
+        op = self._ops.get(msg.req_id)
+        if isinstance(op, ForwardOp):
+            del self._ops[msg.req_id]
+            return [op.reply_to.answer(msg.response)]
+        return []
+
+    def forward_timed_out(self, op: ForwardOp) -> list[Effect]:
+        return [op.reply_to.answer(QuorumFailed(0, self._host.w, "coordinator did not answer"))]
+
+    def forget_forwards(self, now: float) -> None:
+        """Forget forwarded ids older than `FORWARD_MEMORY`."""
+        if self._seen_forwards:
+            self._seen_forwards = {k: t for k, t in self._seen_forwards.items() if t > now}
