@@ -1,7 +1,7 @@
 """The simulated world: a virtual clock, one seeded rng, a heap of events, the nodes.
 
 Job: host real `ringkv.core.node.Node` objects and carry out their effects exactly as the
-asyncio runtime (`ringkv/runtime.py`) does, but in virtual time:
+asyncio runtime (`ringkv/server/runtime.py`) does, but in virtual time:
 
 - every `Send` is encoded with the real codec (`ringkv.core.wire`), handed to the simulated
   network (`sim.network`), and decoded again on arrival;
@@ -9,9 +9,9 @@ asyncio runtime (`ringkv/runtime.py`) does, but in virtual time:
   (with a per-node phase), as the runtime's tick loop does;
 - group commit: writes a node stages in its engine are sealed into a batch whose commit
   completes after a simulated disk latency; an effect marked `durable` is held until
-  the batch holding every write staged before it has committed (the runtime's
-  staged/in-flight waiter lists, one to one). A crash loses staged and uncommitted
-  writes (`MemoryEngine.crash`).
+  the batch holding every write staged before it has committed (the runtime's gate,
+  `ringkv.core.gate.DurabilityGate`, one to one). A crash loses staged and uncommitted
+  writes (`MemoryEngine.crash`) and the effects held for them.
 
 Faults the world carries out for the nemesis: `crash` (with or without disk loss),
 `restart`, `pause` (events for a paused node wait until it resumes) and per-node clock
@@ -37,14 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator.effects import Effect, Reply, Send, SetTimer
+from coordinator.messages import REPAIR_ID, ReplicaPut
 from coordinator.requests import ClientRequest, ClientResponse, ReadRequest
 from ringkv.core import wire
+from ringkv.core.addresses import seed_hostport
 from ringkv.core.config import NodeConfig
-from ringkv.core.node import REPAIR_ID, Node
-from ringkv.core.wire import ReplicaPut
+from ringkv.core.gate import DurabilityGate
+from ringkv.core.node import Node
 from sim.network import Network, NetworkProfile
 from sim.trace import Trace
-from storage.engine import Batch
 from storage.memory import MemoryEngine
 
 EPOCH = 1_000_000.0  # world time at the start; traces print time relative to it
@@ -67,13 +68,14 @@ class Host:
     incarnation: int = 0
     skew: float = 0.0
     paused_until: float = 0.0
-    staged_waiters: list[Effect] = field(default_factory=list)
-    inflight_waiters: list[Effect] | None = None  # None: no commit in flight
-    batch: Batch | None = None
+    gate: DurabilityGate = field(init=False)  # follows `engine`: a crash makes a new one
     clients: dict[int, None] = field(default_factory=dict)  # client ids awaiting a reply
     # Armed by the nemesis: crash right after this node next coordinates a write, once
     # its fan-out has left and before its own record is committed (the worst moment).
     crash_armed: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.gate = DurabilityGate(self.engine)
 
 
 @dataclass(slots=True)
@@ -213,19 +215,15 @@ class World:
     # --- effects, as the runtime carries them out -----------------------------------------
 
     def _run(self, host: Host, effects: list[Effect]) -> None:
-        engine = host.engine
+        admit = host.gate.admit
         for effect in effects:
-            if effect.durable and (host.inflight_waiters is not None or engine.has_staged()):
-                if engine.has_staged():
-                    host.staged_waiters.append(effect)
-                else:
-                    host.inflight_waiters.append(effect)  # type: ignore[union-attr]
-            elif type(effect) is Send:
+            if not admit(effect):
+                continue  # held by the gate until its batch commits
+            if type(effect) is Send:
                 self._send(host, effect)
             else:
                 self._do(host, effect)
-        if host.inflight_waiters is None and engine.has_staged():
-            self._start_commit(host)
+        self._start_commit(host)
         if host.crash_armed is not None and any(
                 type(e) is Send and type(e.msg) is ReplicaPut and e.msg.req_id != REPAIR_ID
                 and e.dst != host.node_id for e in effects):
@@ -233,27 +231,28 @@ class World:
             self.at(self.now + 1e-6, crash)  # before any commit: disk latency > 1 us
 
     def _start_commit(self, host: Host) -> None:
-        host.batch = host.engine.seal()
-        host.inflight_waiters, host.staged_waiters = host.staged_waiters, []
+        """Seal a batch if the gate starts one; its commit completes after a disk latency."""
+        if host.gate.start() is None:
+            return  # one already in flight, or nothing staged
         latency = self.rng.uniform(*self.disk_latency)
         self._push(self.now + latency, COMMIT, host.node_id, None, None, host.incarnation)
 
     def _commit_done(self, host: Host) -> None:
-        batch = host.batch
-        assert batch is not None and host.inflight_waiters is not None
+        gate = host.gate
+        batch = gate.batch
+        assert batch is not None
         host.engine.commit(batch)
         self.stats.commits += 1
         self.log(f"commit {host.node_id} {batch.seq} {len(batch)}")
-        released, host.inflight_waiters, host.batch = host.inflight_waiters, None, None
-        for effect in released:
+        for effect in gate.committed():
             self._do(host, effect)
-        if host.engine.has_staged():
-            self._start_commit(host)
+        self._start_commit(host)
 
     def _send(self, host: Host, effect: Send) -> None:
         src, dst = host.node_id, effect.dst
-        if dst.startswith("seed:"):
-            dst = self.by_rpc.get(dst[5:], "")
+        hostport = seed_hostport(dst)
+        if hostport is not None:
+            dst = self.by_rpc.get(hostport, "")
         target = self.hosts.get(dst)
         frame = wire.encode(effect.msg)
         if target is None:
@@ -327,8 +326,9 @@ class World:
                     random.Random(self.rng.getrandbits(64)))
         host.node = node
         # The runtime flushes identity and membership before it serves: so do we.
-        while host.engine.has_staged():
-            host.engine.commit(host.engine.seal())
+        while (batch := host.gate.start()) is not None:
+            host.engine.commit(batch)
+            host.gate.committed()  # nothing is held: the node has returned no effects yet
         self.log(f"start {node_id} gen={node.generation} joined={node.joined}")
         phase = self.rng.uniform(0.0, self.tick_interval)
         self._push(self.now + phase, TICK, node_id, None, None, host.incarnation)
@@ -342,8 +342,8 @@ class World:
         self.stats.disk_losses += lose_disk
         host.node = None
         host.engine = host.engine.crash(lose_disk)
+        host.gate = DurabilityGate(host.engine)  # what it held dies with the staged writes
         host.incarnation += 1
-        host.staged_waiters, host.inflight_waiters, host.batch = [], None, None
         host.paused_until = 0.0
         host.crash_armed = None
         self.log(f"crash {node_id} lose_disk={lose_disk}")

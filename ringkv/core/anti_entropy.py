@@ -1,7 +1,8 @@
 """Merkle-tree anti-entropy between the replicas of each token range (issue 5).
 
 The node calls `tick(now)` on every tick once it has joined and hands every message of
-this subsystem to `receive`; both return effects like the node's own handlers.
+this subsystem to `receive`; both return effects like the node's own handlers. It sees
+the node only through `ringkv.core.host.NodeHost`, never the node module that builds it.
 
 Job:
 - Keep one `RangeTree` per vnode arc this node replicates (`antientropy.ranges`), in
@@ -43,13 +44,13 @@ from antientropy.messages import AeKeys, AeNodes, AePush, AePushReply, LeafKeys,
 from antientropy.ranges import Range, replica_ranges, scan_ordered
 from coordinator.effects import Effect, Send
 from ring.token import key_token
+from ringkv.core.host import NodeHost
 from ringkv.core.wire import Message, encode
 from storage.record import Record
 from storage.versions import Versions, compact, expire, is_dead, next_expiry
 
 if TYPE_CHECKING:
     from ring.ring import Ring
-    from ringkv.core.node import Node
 
 MAX_RANGES = 1024  # range roots per first message
 MAX_NODES = 2048  # node hashes per message
@@ -78,7 +79,7 @@ class AntiEntropy:
     MESSAGE_TYPES: frozenset[int] = frozenset(
         m.TYPE for m in (AeNodes, AeKeys, AePush, AePushReply))
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeHost) -> None:
         self.node = node
         self.stats = AntiEntropyStats()
         self.trees: dict[Range, RangeTree] = {}

@@ -16,6 +16,9 @@ A leaving node does not push: it waits until every node that inherits one of its
 says (`SyncDone`) that it holds the pending ring, then turns itself `left`. Writes keep
 reaching both old and new owners meanwhile (`ring.transition.write_extras`).
 
+Transfers see their node only through `ringkv.core.host.NodeHost` (its id, store, rings,
+membership, failure detector and own status), never the node module that builds them.
+
 Invariants:
 - The held ring advances only when every gained range has been fetched completely.
 - A page's records are merged (never overwritten) before its cursor is recorded.
@@ -24,20 +27,18 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coordinator.effects import Effect, Send
 from gossip.membership import JOINING, LEAVING, LEFT, UP
 from ring.ring import Ring
 from ring.token import TokenRange, key_token
 from ring.transition import TokenSet, fingerprint, gains
+from ringkv.core.host import NodeHost
 from ringkv.core.transfer_wire import RangeBatch, RangeBusy, RangeFetch, SyncDone
 from ringkv.core.wire import Message
 from storage.keys import data_key
 from storage.versions import Versions
-
-if TYPE_CHECKING:
-    from ringkv.core.node import Node
 
 PAGE_KEYS = 256  # records per page
 PAGE_BYTES = 1 << 20  # a page stops growing past this many value bytes
@@ -88,7 +89,7 @@ class Transfers:
     MESSAGE_TYPES = frozenset({RangeFetch.TYPE, RangeBatch.TYPE, SyncDone.TYPE,
                                RangeBusy.TYPE})
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeHost) -> None:
         self.node = node
         self.stats = TransferStats()
         held = node.store.get_meta("held_ring")

@@ -6,8 +6,8 @@ every `TICK` seconds) with the wall clock, and carries out the effects it return
 Group commit: writes the node stages in its engine are committed by one committer task,
 one batch at a time, in a worker thread when the engine syncs to disk (so the loop keeps
 serving while the fsync runs; writes staged meanwhile form the next batch). An effect
-marked `durable` is held until the batch holding every write staged before it commits:
-a replica's acknowledgement never leaves before its write is on disk.
+marked `durable` is held until the batch holding every write staged before it commits
+(`ringkv.core.gate`): a replica's acknowledgement never leaves before its write is on disk.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ from aiohttp import web
 from coordinator.effects import Effect, Reply, Send, SetTimer
 from coordinator.effects import Message as AnyMessage
 from coordinator.requests import ClientRequest, ClientResponse
+from gossip.membership import valid_node_id
 from ringkv.core import wire
+from ringkv.core.addresses import seed_destination, seed_hostport, split_hostport
 from ringkv.core.config import NodeConfig
+from ringkv.core.gate import DurabilityGate
 from ringkv.core.latency import LatencyInjector
 from ringkv.core.node import Node
 from ringkv.net.transport import Transport
@@ -56,11 +59,11 @@ class NodeRuntime:
         self.engine = open_engine(config)
         self.node = Node(config, self.engine, time.time(), random.Random(os.urandom(16)))
         secret = config.cluster_secret.encode() if config.cluster_secret else None
-        self.transport = Transport(config.node_id, self._on_frame, secret=secret, logger=log)
+        self.transport = Transport(config.node_id, self._on_frame, valid_peer_id=valid_node_id,
+                                   secret=secret, logger=log)
         self._clients: dict[int, asyncio.Future[ClientResponse]] = {}
         self._next_client = 0
-        self._staged_waiters: list[Effect] = []
-        self._inflight_waiters: list[Effect] | None = None
+        self._gate = DurabilityGate(self.engine)
         self._committer: asyncio.Task[None] | None = None
         self._sync_commits = config.storage != "memory" and config.sync == "group"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
@@ -183,22 +186,10 @@ class NodeRuntime:
             self._update_addresses()
         encoded: dict[int, bytes] = {}
         for effect in effects:
-            if effect.durable and self._must_wait():
-                self._hold(effect)
-            else:
+            if self._gate.admit(effect):
                 self._do(effect, encoded)
         if self.engine.has_staged() and self._committer is None:
             self._committer = asyncio.ensure_future(self._commit_loop())
-
-    def _must_wait(self) -> bool:
-        return self.engine.has_staged() or self._inflight_waiters is not None
-
-    def _hold(self, effect: Effect) -> None:
-        if self.engine.has_staged():
-            self._staged_waiters.append(effect)
-        else:
-            assert self._inflight_waiters is not None
-            self._inflight_waiters.append(effect)
 
     def _do(self, effect: Effect, encoded: dict[int, bytes], delayed: bool = False) -> None:
         assert self._loop is not None
@@ -216,12 +207,15 @@ class NodeRuntime:
             if payload is None:
                 payload = encoded[id(effect.msg)] = wire.encode(effect.msg)
             dst = effect.dst
-            if dst.startswith("seed:"):
-                # A seed's node id is unknown until it answers: address it by its
-                # host and port under a transport peer name of its own.
-                host, _, port = dst[5:].rpartition(":")
-                dst = f"seed-{host}-{port}"
-                self.transport.set_address(dst, host, int(port))
+            hostport = seed_hostport(dst)
+            if hostport is not None:
+                # A seed's node id is unknown until it answers: the transport dials its
+                # address under the destination as a name, and any valid node may answer.
+                address = split_hostport(hostport)
+                if address is None:
+                    log.warning("not sending to a malformed seed address %r", hostport)
+                    return
+                self.transport.set_address(dst, *address, any_node=True)
             self.transport.send(dst, payload)
         elif isinstance(effect, Reply):
             fut = self._clients.get(effect.client_id)
@@ -237,30 +231,28 @@ class NodeRuntime:
             # Once joined, seeds are reached by their node ids like any member.
             self._seeds_forgotten = True
             for seed in self.config.seeds:
-                host, _, port = seed.rpartition(":")
-                self.transport.forget(f"seed-{host}-{port}")
+                self.transport.forget(seed_destination(seed))
         for member in self.node.members.members():
             if member.node_id == self.config.node_id:
                 continue
-            host, _, port = member.rpc.rpartition(":")
-            if host and port.isdigit():
-                self.transport.set_address(member.node_id, host, int(port))
+            address = split_hostport(member.rpc)
+            if address is not None:
+                self.transport.set_address(member.node_id, *address)
 
     async def _commit_loop(self) -> None:
         assert self._loop is not None
         try:
-            while self.engine.has_staged():
-                batch = self.engine.seal()
-                self._inflight_waiters, self._staged_waiters = self._staged_waiters, []
+            # Only this task starts batches (one task at a time), so `start` never finds
+            # one in flight: it seals whatever is staged, or ends the loop.
+            while (batch := self._gate.start()) is not None:
                 if self._sync_commits:
                     await self._loop.run_in_executor(self._executor, self.engine.commit,
                                                      batch)
                 else:
                     self.engine.commit(batch)
                 self.commits += 1
-                released, self._inflight_waiters = self._inflight_waiters, None
                 encoded: dict[int, bytes] = {}
-                for effect in released:
+                for effect in self._gate.committed():
                     self._do(effect, encoded)
         except Exception:
             # A failed commit means the disk is gone or full: acknowledging anything

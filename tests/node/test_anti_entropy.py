@@ -6,9 +6,9 @@ so read repair cannot be what brought them together.
 
 from __future__ import annotations
 
+from coordinator.messages import ReplicaPut
 from coordinator.requests import ReadOk, ReadRequest, WriteOk, WriteRequest
 from ring.token import key_token
-from ringkv.core.wire import ReplicaPut
 from storage.record import Record
 from storage.versions import EMPTY_CONTEXT, Context, Versions, update
 from tests.support.memnet import MemNet

@@ -2,7 +2,9 @@
 
 Not the full simulation (that is `sim/`, with its nemesis and checkers): just enough to
 test the coordinator paths of the node with no sockets, no event loop and no wall
-clock. Every message is encoded and decoded with the real wire codec.
+clock. Every message is encoded and decoded with the real wire codec. Effects pass the
+runtime's durability gate (`ringkv.core.gate`); commits are instant, so every batch a
+step starts lands, releasing what it held, before the next event.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import dataclass, field
 from coordinator.effects import Effect, Reply, Send, SetTimer
 from coordinator.requests import ClientRequest, ClientResponse
 from ringkv.core import wire
+from ringkv.core.addresses import seed_hostport, split_hostport
 from ringkv.core.config import fast_test_config
+from ringkv.core.gate import DurabilityGate
 from ringkv.core.node import Node
 from storage.memory import MemoryEngine
 
@@ -36,6 +40,7 @@ class MemNet:
         self._heap: list[tuple[float, int, str, object]] = []
         self._seq = itertools.count()
         self._client_ids = itertools.count(1)
+        self._gates: dict[str, DurabilityGate] = {}
 
     # --- building -------------------------------------------------------------------
 
@@ -69,6 +74,7 @@ class MemNet:
                                http_port=8000 + len(self.nodes) + 1, **overrides)
         node = Node(cfg, engine, self.now, random.Random(self.rng.getrandbits(64)))
         self.nodes[node_id] = node
+        self._gates[node_id] = DurabilityGate(engine)  # a new life holds nothing yet
         self._commit(node_id)
         return node
 
@@ -85,25 +91,46 @@ class MemNet:
     def _at(self, delay: float, kind: str, payload: object) -> None:
         heapq.heappush(self._heap, (self.now + delay, next(self._seq), kind, payload))
 
-    def _commit(self, node_id: str) -> None:
+    def _gate(self, node_id: str) -> DurabilityGate:
         engine = self.engines[node_id]
-        while engine.has_staged():
-            engine.commit(engine.seal())
+        gate = self._gates.get(node_id)
+        if gate is None or gate.engine is not engine:
+            # The engine was swapped under the node (a test's crash): what the old
+            # gate held is lost with the old engine's staged writes.
+            gate = self._gates[node_id] = DurabilityGate(engine)
+        return gate
+
+    def _commit(self, node_id: str) -> None:
+        """Commit everything staged, carrying out the effects each batch releases."""
+        gate = self._gate(node_id)
+        while (batch := gate.start()) is not None:
+            gate.engine.commit(batch)
+            for e in gate.committed():
+                self._do(node_id, e)
 
     def _apply(self, node_id: str, effects: list[Effect]) -> None:
-        self._commit(node_id)  # durable effects go out after their writes commit
+        gate = self._gate(node_id)
         for e in effects:
-            if isinstance(e, Send):
-                dst = e.dst
-                if dst.startswith("seed:"):
-                    port = int(dst.rsplit(":", 1)[1])
-                    dst = f"n{port - 9000}"
-                frame = wire.encode(e.msg)
-                self._at(LATENCY, "msg", (node_id, dst, frame))
-            elif isinstance(e, Reply):
-                self.replies[e.client_id] = e.response
-            elif isinstance(e, SetTimer):
-                self._at(max(0.0, e.at - self.now), "timer", (node_id, e.key))
+            if gate.admit(e):
+                self._do(node_id, e)
+        self._commit(node_id)  # durable effects go out once their writes commit
+
+    def _do(self, node_id: str, e: Effect) -> None:
+        if isinstance(e, Send):
+            self._at(LATENCY, "msg", (node_id, self._route(e.dst), wire.encode(e.msg)))
+        elif isinstance(e, Reply):
+            self.replies[e.client_id] = e.response
+        elif isinstance(e, SetTimer):
+            self._at(max(0.0, e.at - self.now), "timer", (node_id, e.key))
+
+    @staticmethod
+    def _route(dst: str) -> str:
+        """The node a destination names: node `n<i>` listens on port 9000 + i."""
+        hostport = seed_hostport(dst)
+        if hostport is None:
+            return dst
+        address = split_hostport(hostport)
+        return "" if address is None else f"n{address[1] - 9000}"
 
     def step(self) -> bool:
         if not self._heap:
