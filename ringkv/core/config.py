@@ -1,25 +1,22 @@
-"""Node configuration: the frozen `NodeConfig` and how it is loaded.
+"""Node configuration: the frozen `NodeConfig`, its defaults and its rules.
 
-Job: turn the four sources of contract section 1 -- command line, environment
-(`RINGKV_*`), TOML config file (`--config` / `RINGKV_CONFIG`) and defaults, in that
-order of precedence -- into one validated `NodeConfig`, or fail with a `ConfigError`
-whose message is a single line naming the bad setting *as the user wrote it*
-(`--r`, `RINGKV_HTTP_PORT`, `http_port in node.toml`).
+Job: say what one node can be told at start-up (every setting, with its default and
+the reason for it) and which combinations are valid. A bad setting is a `ConfigError`
+whose message is a single line naming the setting *as the user wrote it* (`--r`,
+`RINGKV_HTTP_PORT`, `http_port in node.toml`) when the caller knows how it was written,
+else by its field name. `NodeConfig` validates itself on construction, so a config
+built in code (tests, the simulator) obeys the same rules as one loaded by
+`ringkv.core.config_loader` from the command line, the environment and a TOML file.
 
-This module is pure (see `tests/test_purity.py`): no asyncio, sockets or clocks. The
-environment is read in exactly one place, `load_config`, and only when the caller
-does not pass `env` explicitly. `NodeConfig` validates itself on construction too,
-so a config built in code (tests, the simulator) obeys the same rules.
+This module is pure (see `tests/lint/test_purity.py`): no asyncio, sockets or clocks,
+and it never reads the environment.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-import os
-import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
 from gossip.membership import NODE_ID_RE
@@ -34,11 +31,12 @@ __all__ = [
     "STORAGE_ENGINES",
     "SYNC_MODES",
     "CONFLICT_MODES",
+    "SETTING_KINDS",
+    "check_settings",
     "cli_flag",
     "env_var",
     "fast_test_config",
     "format_hostport",
-    "load_config",
     "parse_hostport",
 ]
 
@@ -139,7 +137,7 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.seeds, list):
             object.__setattr__(self, "seeds", tuple(self.seeds))
-        _check_all({f.name: getattr(self, f.name) for f in fields(self)}, {})
+        check_settings({f.name: getattr(self, f.name) for f in fields(self)}, {})
 
     @property
     def advertise_host(self) -> str:
@@ -180,8 +178,9 @@ class NodeConfig:
         return args
 
 
-# How each setting is parsed from text (env, command line) or a TOML value.
-_KINDS: dict[str, str] = {
+# The kind of each setting: how it is parsed from text (env, command line) or a TOML
+# value, and which type it must have once parsed.
+SETTING_KINDS: dict[str, str] = {
     "node_id": "str",
     "host": "str",
     "advertise": "optstr",
@@ -209,7 +208,7 @@ _KINDS: dict[str, str] = {
     "inject_latency": "optstr",
     "experimental": "bool",
 }
-assert set(_KINDS) == {f.name for f in fields(NodeConfig)}, "keep _KINDS in step with NodeConfig"
+assert set(SETTING_KINDS) == {f.name for f in fields(NodeConfig)}, "keep in step with NodeConfig"
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "storage": STORAGE_ENGINES,
@@ -217,14 +216,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": LOG_LEVELS,
     "conflict": CONFLICT_MODES,
 }
-_ALIASES: dict[str, dict[str, str]] = {"log_level": {"warn": "warning", "fatal": "critical"}}
-_DEFAULTS: dict[str, Any] = {
-    f.name: f.default for f in fields(NodeConfig) if f.default is not MISSING
-}
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def cli_flag(name: str) -> str:
@@ -265,56 +256,6 @@ def format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def load_config(cli: Mapping[str, object], env: Mapping[str, str] | None = None) -> NodeConfig:
-    """Build a `NodeConfig` from command line > environment > config file > defaults.
-
-    `cli` maps setting names (``node_id``, ``http_port``, ... and ``config`` for the
-    file) to values; None means "not given". Values may be text (parsed here, so a
-    bad one is reported against its option) or already typed. `env` defaults to the
-    process environment: this is the only place ringkv reads it. Empty environment
-    variables count as unset.
-    """
-    if env is None:
-        env = os.environ
-    given: dict[str, tuple[object, str]] = {}  # name -> (raw value, where it came from)
-
-    cli_values: dict[str, object] = {}
-    for key, value in cli.items():
-        name = key.replace("-", "_")
-        if name != "config" and name not in _KINDS:
-            raise ConfigError(cli_flag(name), "unknown setting")
-        if value is not None:
-            cli_values[name] = value
-
-    # Lowest explicit source first; each later one overrides.
-    if "config" in cli_values:
-        path, path_label = cli_values.pop("config"), "--config"
-    elif env.get(env_var("config")):
-        path, path_label = env[env_var("config")], env_var("config")
-    else:
-        path, path_label = None, ""
-    if path is not None:
-        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
-            raise ConfigError(path_label, f"expected a file name, got {path!r}")
-        given.update(_read_toml(os.fspath(path), path_label))
-    for name in _KINDS:
-        raw = env.get(env_var(name))
-        if raw is not None and raw != "":
-            given[name] = (raw, env_var(name))
-    for name, value in cli_values.items():
-        given[name] = (value, cli_flag(name))
-
-    values: dict[str, Any] = dict(_DEFAULTS)
-    labels: dict[str, str] = {}
-    for name in _KINDS:  # field order, so the first bad setting reported is stable
-        if name in given:
-            given_raw, label = given[name]
-            values[name] = _coerce(name, given_raw, label)
-            labels[name] = label
-    _check_all(values, labels)
-    return NodeConfig(**values)
-
-
 def fast_test_config(node_id: str = "n1", **overrides: Any) -> NodeConfig:
     """A profile for tests: in-memory, no fsync, sub-second failure detection.
 
@@ -335,91 +276,16 @@ def fast_test_config(node_id: str = "n1", **overrides: Any) -> NodeConfig:
     return NodeConfig(node_id=node_id, **profile)
 
 
-# ---------------------------------------------------------------------------- internals
+# --------------------------------------------------------------------------- validation
 
 
-def _read_toml(path: str, path_label: str) -> dict[str, tuple[object, str]]:
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(path_label, f"cannot read {path!r}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path_label, f"invalid TOML in {path!r}: {exc}") from None
-    out: dict[str, tuple[object, str]] = {}
-    for key, value in data.items():
-        label = f"{key} in {path}"
-        if key not in _KINDS:
-            close = difflib.get_close_matches(key, list(_KINDS), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(label, f"unknown setting{hint}")
-        out[key] = (value, label)
-    return out
+def check_settings(values: Mapping[str, Any], labels: Mapping[str, str]) -> None:
+    """Validate types, ranges and cross-setting rules; raise ConfigError on the first.
 
-
-def _coerce(name: str, raw: object, label: str) -> Any:
-    """Parse one raw value (text or typed) into the setting's type."""
-    kind = _KINDS[name]
-    if kind == "int":
-        if isinstance(raw, bool):
-            raise ConfigError(label, f"not an integer: {raw!r}")
-        if isinstance(raw, int):
-            return raw
-        if isinstance(raw, str):
-            try:
-                return int(raw.strip(), 10)
-            except ValueError:
-                pass
-        raise ConfigError(label, f"not an integer: {raw!r}")
-    if kind == "float":
-        if isinstance(raw, bool):
-            raise ConfigError(label, f"not a number: {raw!r}")
-        if isinstance(raw, int | float):
-            return float(raw)
-        if isinstance(raw, str):
-            try:
-                return float(raw.strip())
-            except ValueError:
-                pass
-        raise ConfigError(label, f"not a number: {raw!r}")
-    if kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-            return raw.strip().lower() in _TRUE
-        raise ConfigError(label, f"expected 1/0, true/false, yes/no or on/off, got {raw!r}")
-    if kind == "seeds":
-        if isinstance(raw, str):
-            items: list[object] = list(raw.split(","))
-        elif isinstance(raw, list | tuple):
-            items = list(raw)
-        else:
-            raise ConfigError(label, f"expected comma-separated host:port, got {raw!r}")
-        seeds: list[str] = []
-        for item in items:
-            if not isinstance(item, str):
-                raise ConfigError(label, f"expected host:port strings, got {item!r}")
-            item = item.strip()
-            if item:
-                try:
-                    parse_hostport(item)
-                except ValueError as exc:
-                    raise ConfigError(label, str(exc)) from None
-                seeds.append(item)
-        return tuple(seeds)
-    if not isinstance(raw, str):
-        raise ConfigError(label, f"expected a string, got {raw!r}")
-    text = raw.strip()
-    if kind == "optstr":
-        return text or None
-    if kind == "choice":
-        text = text.lower()
-        return _ALIASES.get(name, {}).get(text, text)
-    return text
-
-
-def _check_all(values: Mapping[str, Any], labels: Mapping[str, str]) -> None:
-    """Validate types, ranges and cross-setting rules; raise ConfigError on the first."""
+    `values` maps field names to typed values (a loader may omit ``node_id``; that is
+    reported last, as a missing required setting); `labels` tells how the user wrote
+    each setting that was given, for the message.
+    """
 
     def label(name: str) -> str:
         return labels.get(name, name)
@@ -427,7 +293,7 @@ def _check_all(values: Mapping[str, Any], labels: Mapping[str, str]) -> None:
     def fail(name: str, problem: str) -> NoReturn:
         raise ConfigError(label(name), problem)
 
-    for name, kind in _KINDS.items():
+    for name, kind in SETTING_KINDS.items():
         if name not in values:
             continue
         value = values[name]

@@ -7,6 +7,9 @@ so nothing changes on a bad request.
 
 Keys are taken from the raw (still percent-encoded) path and decoded to bytes, so any
 byte string of 1..1024 bytes is a key.
+
+The runtime is handed in (`make_app(runtime)`, composed by `ringkv.server.serve`) and
+imported here for type checking only: the runtime never depends on the API it serves.
 """
 
 from __future__ import annotations

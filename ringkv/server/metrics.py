@@ -2,7 +2,8 @@
 
 Request counts and latencies are observed by the HTTP layer as they happen. Everything
 the pure node counts (read repairs, hints) lives in plain ints on `Node.stats` and is
-read only when `/metrics` is scraped, so the hot path pays nothing for it.
+read only when `/metrics` is scraped, so the hot path pays nothing for it. The runtime
+is handed in by the HTTP layer and imported here for type checking only.
 """
 
 from __future__ import annotations

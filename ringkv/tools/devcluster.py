@@ -31,7 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ringkv.client import Client, RingkvError
-from ringkv.core.config import ConfigError, load_config
+from ringkv.core.config import ConfigError
+from ringkv.core.config_loader import load_config
 
 HOST = "127.0.0.1"
 POLL_INTERVAL = 0.25  # seconds between readiness probes

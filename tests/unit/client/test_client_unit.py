@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 import ringkv.client as client_mod
+import ringkv.client.update_plan as update_plan_mod
 from ringkv.client import (
     AsyncClient,
     BadRequestError,
@@ -301,7 +302,8 @@ def add(item: str) -> Callable[[bytes | None], bytes]:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(client_mod, "backoff_delay", lambda attempt, rng=None: 0.0)
+    # The update plan looks the delay up in its own module.
+    monkeypatch.setattr(update_plan_mod, "backoff_delay", lambda attempt, rng=None: 0.0)
     yield
 
 
@@ -477,6 +479,7 @@ def cli_script(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Script]:
         def factory(base_url: str = URL, **kwargs: Any) -> Client:
             return real(base_url, transport=httpx.MockTransport(script))
 
+        # The CLI's commands look the class up in ringkv.client when they run.
         monkeypatch.setattr(client_mod, "Client", factory)
         return script
 

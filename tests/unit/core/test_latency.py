@@ -11,11 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from coordinator.effects import Send
+from coordinator.messages import ReplicaGet, ReplicaGetReply, ReplicaPut, ReplicaPutAck
 from gossip.membership import Member
 from pbs.distributions import LatencySpecError, parse_distribution, parse_legs
-from ringkv.core.config import ConfigError, NodeConfig, fast_test_config, load_config
+from ringkv.core.config import ConfigError, NodeConfig, fast_test_config
+from ringkv.core.config_loader import load_config
+from ringkv.core.join_wire import JoinRequest
 from ringkv.core.latency import LatencyInjector
-from ringkv.core.wire import JoinRequest, ReplicaGet, ReplicaGetReply, ReplicaPut, ReplicaPutAck
 from ringkv.tools.cli import main
 from sim.network import Network, NetworkProfile
 from storage.versions import EMPTY
