@@ -10,7 +10,9 @@ once the cluster has healed. `sim.scenario.run_scenario` ties one seed together.
 Invariant of the whole package: the same seed gives the same trace, byte for byte,
 whatever the process (no wall clock, no sockets, no asyncio, no iteration over sets of
 str in an order that matters; the only `time` import is in `sim.cli`, to report wall
-seconds).
+seconds). The one exception is `sim.live`: it runs the same workload and checkers
+against a real cluster over HTTP (the Docker Compose fault test uses it), and nothing
+else in the package imports it.
 """
 
 from sim.scenario import (

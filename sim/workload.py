@@ -13,6 +13,10 @@ did and heard in a `History` for the checkers:
   ttl    a write with a time to live, on keys that only ever get TTL writes
   read   a plain read, with a random read quorum
 
+The world is anything of the `WorkloadWorld` shape: the simulated one, or a real cluster
+over HTTP (`sim.live`, which `scripts/compose-test` drives), so the compose fault
+test runs this very workload and these very checks.
+
 Values are unique per write (`v<id>`, `t<id>`; a cart value contains the element its
 write adds, which no other write can hold without having read it), so a sibling seen in
 a read names the write that made it.
@@ -33,8 +37,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from coordinator.requests import (
     ClientResponse,
@@ -46,10 +51,34 @@ from coordinator.requests import (
     WriteOk,
     WriteRequest,
 )
-from sim.world import World
 from storage.versions import EMPTY_CONTEXT, Context, Dot, Sibling
 
 OP_KINDS = ("cart", "put", "cput", "del", "ttl", "read")
+
+
+class WorkloadWorld(Protocol):
+    """What a workload needs of the world it runs in: `sim.world.World` (virtual time,
+    simulated nodes) or `sim.live.world.HttpWorld` (real time, a cluster over HTTP)."""
+
+    @property
+    def rng(self) -> random.Random: ...
+
+    @property
+    def now(self) -> float: ...
+
+    @property
+    def hosts(self) -> Mapping[str, object]: ...
+
+    def at(self, when: float, fn: Callable[..., object], /, *args: Any) -> None: ...
+
+    def after(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None: ...
+
+    def elapsed(self) -> float: ...
+
+    def running(self) -> list[str]: ...
+
+    def call(self, node: str, request: ReadRequest | WriteRequest,
+             then: Callable[[ClientResponse | None], None], timeout: float, /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,9 @@ class WorkloadConfig:
     timeout: float = 10.0  # a client gives up on a request after this long
     weights: tuple[tuple[str, int], ...] = (("cart", 45), ("put", 8), ("cput", 15),
                                             ("del", 8), ("ttl", 8), ("read", 16))
+    # When set, keys are named `cart-<namespace>-<i>` (and so on), so that a workload
+    # can run again against a real cluster that still holds an earlier run's keys.
+    namespace: str = ""
 
 
 @dataclass(eq=False)
@@ -103,7 +135,11 @@ class History:
         return [w for w in self.writes if w.key == key]
 
     def write_of(self, key: bytes, sibling: Sibling) -> Write | None:
-        return None if sibling.value is None else self.by_value.get((key, sibling.value))
+        return None if sibling.value is None else self.write_with_value(key, sibling.value)
+
+    def write_with_value(self, key: bytes, value: bytes) -> Write | None:
+        """The write that sent `value` to `key` (values are unique per write)."""
+        return self.by_value.get((key, value))
 
     @property
     def acknowledged(self) -> int:
@@ -129,14 +165,15 @@ def cart_items(siblings: tuple[Sibling, ...] | list[Sibling]) -> set[int]:
 
 
 class Workload:
-    def __init__(self, world: World, config: WorkloadConfig) -> None:
+    def __init__(self, world: WorkloadWorld, config: WorkloadConfig) -> None:
         self.world = world
         self.config = config
         self.rng: random.Random = world.rng
         self.history = History()
-        self.carts = [b"cart-%d" % i for i in range(config.carts)]
-        self.registers = [b"reg-%d" % i for i in range(config.registers)]
-        self.ttl_keys = [b"ttl-%d" % i for i in range(config.ttl_keys)]
+        prefix = f"{config.namespace}-".encode() if config.namespace else b""
+        self.carts = [b"cart-%s%d" % (prefix, i) for i in range(config.carts)]
+        self.registers = [b"reg-%s%d" % (prefix, i) for i in range(config.registers)]
+        self.ttl_keys = [b"ttl-%s%d" % (prefix, i) for i in range(config.ttl_keys)]
         for keys, kind in ((self.carts, "cart"), (self.registers, "reg"),
                            (self.ttl_keys, "ttl")):
             for key in keys:
@@ -236,7 +273,7 @@ class Workload:
                 h.violations.append(f"{where} of {key!r} returned a value nobody wrote: "
                                     f"{s.value[:60]!r}")  # type: ignore[index]
                 continue
-            self._saw_dot(key, w, s.dot, where)
+            self.saw_dot(key, w, s.dot, where)
             writes.append((s, w))
         for s, _ in writes:
             for other, w in writes:
@@ -245,7 +282,13 @@ class Workload:
                         f"{where} of {key!r} returned {_name(h, key, s)} beside write "
                         f"#{w.id}, whose context covers (superseded) it")
 
-    def _saw_dot(self, key: bytes, w: Write, dot: Dot, where: str) -> None:
+    def saw_dot(self, key: bytes, w: Write, dot: Dot, where: str) -> None:
+        """`w`'s value was seen under `dot` (in a read, a final read or the answer to
+        `w` itself): checks that dots and writes pair up one to one.
+
+        The hook for a world whose reads carry no dots (`sim.live.world`): it overrides
+        this to skip the dots it had to make up.
+        """
         h = self.history
         owner = h.dot_owner.setdefault((key, dot), w.id)
         if owner != w.id:
@@ -295,7 +338,7 @@ class Workload:
                 if dot is None:
                     h.violations.append(f"write #{w.id} acknowledged without a new dot")
                 else:
-                    self._saw_dot(key, w, dot, "acknowledgement")
+                    self.saw_dot(key, w, dot, "acknowledgement")
                     w.dot = dot
             elif isinstance(resp, Rejected):
                 w.outcome = "rejected"
