@@ -26,6 +26,10 @@ reported, and so is CPU used by anything else (a disturbed run is flagged).
                                                            # --nodes 1 --n 1 --r 1 --w 1
 
 Needs `wrk` (`apt-get install wrk`); `--profile-out` needs `py-spy` (`pip install py-spy`).
+
+Over 500 lines: one command a user runs by path, whose parts (process setup for each
+target, the wrk runs and their parsing, CPU accounting, the report) only make sense
+together; the speed work that measures etcd beside it will split the targets out.
 """
 
 from __future__ import annotations
