@@ -28,6 +28,7 @@ from ringkv.net.handshake import (
     ListenerHandshake,
 )
 from ringkv.net.transport import Transport
+from tests.support.fake_socket import FakeTransport
 
 L_NONCE = b"L" * NONCE_SIZE
 D_NONCE = b"D" * NONCE_SIZE
@@ -278,31 +279,12 @@ def test_pipelined_challenge_and_accept_return_the_hello_to_send() -> None:
 # The driver's deadline
 
 
-class _Socket(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.aborted = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def is_closing(self) -> bool:
-        return self.aborted
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("test", 1) if name == "peername" else default
-
-
 def test_the_connection_enforces_the_handshake_deadline() -> None:
     async def main() -> None:
         t = Transport("srv", lambda src, p: None, valid_peer_id=valid_node_id,
                       handshake_timeout=0.05)
         slow, quick = t._new_inbound(), t._new_inbound()
-        slow_sock, quick_sock = _Socket(), _Socket()
+        slow_sock, quick_sock = FakeTransport(), FakeTransport()
         slow.connection_made(slow_sock)
         quick.connection_made(quick_sock)
         challenge = msgpack.unpackb(bytes(quick_sock.written[4:]))

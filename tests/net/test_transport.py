@@ -26,6 +26,7 @@ from ringkv.core.addresses import seed_destination
 from ringkv.net.connection import InboundConnection
 from ringkv.net.handshake import NONCE_SIZE
 from ringkv.net.transport import Transport
+from tests.support.fake_socket import FakeTransport
 
 uvloop: Any
 try:
@@ -446,33 +447,6 @@ def test_garbage_on_the_port_closes_only_that_connection(loop_kind: str) -> None
         await srv.t.close()
 
     run(main(), loop_kind, timeout=60)
-
-
-class FakeTransport(asyncio.Transport):
-    """Stands in for a socket so the framing can be fed byte streams directly."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.aborted = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def close(self) -> None:
-        self.aborted = True
-
-    def is_closing(self) -> bool:
-        return self.aborted
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("fuzz", 1) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
 
 
 def chunks(data: bytes, rng: random.Random) -> list[bytes]:
