@@ -22,7 +22,10 @@ RUN pip install --no-cache-dir --require-hashes -r /tmp/ringkv-src/requirements/
     && chown ringkv:ringkv /data
 
 # Bind every interface inside the container; RINGKV_ADVERTISE tells peers the name to
-# dial. Everything else comes from RINGKV_* variables (see compose.yaml).
+# dial. Everything else comes from RINGKV_* variables (see compose.yaml). Binding beyond
+# loopback, a node refuses to start without a cluster secret: give one with
+# RINGKV_CLUSTER_SECRET_FILE (compose.yaml generates one) or RINGKV_CLUSTER_SECRET, or
+# opt out with RINGKV_INSECURE=1.
 ENV RINGKV_HOST=0.0.0.0 \
     RINGKV_HTTP_PORT=8080 \
     RINGKV_RPC_PORT=9080 \
@@ -32,7 +35,8 @@ WORKDIR /data
 EXPOSE 8080 9080
 USER ringkv
 
-# /health answers 200 once the node serves reads and writes (503 while joining):
+# /health (liveness) answers 200 once the node is up and holds its ranges (503 while
+# joining, leaving or left; /ready also waits for enough peers to reach the quorums):
 # urlopen raises on anything but 2xx, so the exit code says healthy or not.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RINGKV_HTTP_PORT', '8080') + '/health', timeout=2)"]

@@ -32,6 +32,7 @@ from ringkv.client.protocol import DEFAULT_CONTENT_TYPE as DEFAULT_CONTENT_TYPE
 from ringkv.client.protocol import QUORUM_NAMES as QUORUM_NAMES
 from ringkv.client.protocol import TIMEOUT_MARGIN as TIMEOUT_MARGIN
 from ringkv.client.protocol import (
+    AuthError,
     BadRequestError,
     ConflictError,
     GetResult,
@@ -43,6 +44,7 @@ from ringkv.client.protocol import (
 from ringkv.client.protocol import HttpRequest as HttpRequest
 from ringkv.client.protocol import HttpResponse as HttpResponse
 from ringkv.client.protocol import Quorum as Quorum
+from ringkv.client.protocol import build_admin as build_admin
 from ringkv.client.protocol import build_delete as build_delete
 from ringkv.client.protocol import build_get as build_get
 from ringkv.client.protocol import build_lookup as build_lookup
@@ -63,6 +65,7 @@ from ringkv.client.update_plan import merged_value as merged_value
 __all__ = [
     "DEFAULT_URL",
     "AsyncClient",
+    "AuthError",
     "BadRequestError",
     "Client",
     "ConflictError",

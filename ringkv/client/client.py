@@ -6,6 +6,9 @@ request travels (httpx sync vs async): every request is built and every answer p
 by the same pure functions, and `update` executes the same plan
 (``ringkv.client.update_plan``) in both.
 
+`admin_token` (optional) is sent as ``Authorization: Bearer`` on the admin endpoints
+(leave, remove) only, never on key-value requests.
+
 Invariants: a transport failure (refused, reset, timed out) is a `TransportError`
 naming the node; nothing else of httpx leaks out. A client holds one connection pool,
 closed by `close` / `aclose` or by leaving its ``with`` block.
@@ -28,6 +31,7 @@ from ringkv.client.protocol import (
     Quorum,
     RingkvError,
     TransportError,
+    build_admin,
     build_delete,
     build_get,
     build_lookup,
@@ -82,8 +86,10 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
+        self._admin_token = admin_token
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     def _send(self, req: HttpRequest) -> HttpResponse:
@@ -190,12 +196,14 @@ class Client:
 
     def leave(self) -> dict[str, Any]:
         """Ask this node to hand off its data and leave the cluster."""
-        doc = parse_json(self._send(HttpRequest("POST", "/cluster/leave")))
+        req = build_admin("POST", "/cluster/leave", self._admin_token)
+        doc = parse_json(self._send(req))
         return dict(doc) if isinstance(doc, dict) else {"result": doc}
 
     def remove(self, node_id: str) -> dict[str, Any]:
         """Remove a member that is dead for good; its ranges are re-replicated."""
-        doc = parse_json(self._send(HttpRequest("POST", remove_path(node_id))))
+        req = build_admin("POST", remove_path(node_id), self._admin_token)
+        doc = parse_json(self._send(req))
         return dict(doc) if isinstance(doc, dict) else {"result": doc}
 
     def metrics(self) -> str:
@@ -229,8 +237,10 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
+        self._admin_token = admin_token
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
 
     async def _send(self, req: HttpRequest) -> HttpResponse:
@@ -330,12 +340,14 @@ class AsyncClient:
 
     async def leave(self) -> dict[str, Any]:
         """Ask this node to hand off its data and leave the cluster."""
-        doc = parse_json(await self._send(HttpRequest("POST", "/cluster/leave")))
+        req = build_admin("POST", "/cluster/leave", self._admin_token)
+        doc = parse_json(await self._send(req))
         return dict(doc) if isinstance(doc, dict) else {"result": doc}
 
     async def remove(self, node_id: str) -> dict[str, Any]:
         """Remove a member that is dead for good; its ranges are re-replicated."""
-        doc = parse_json(await self._send(HttpRequest("POST", remove_path(node_id))))
+        req = build_admin("POST", remove_path(node_id), self._admin_token)
+        doc = parse_json(await self._send(req))
         return dict(doc) if isinstance(doc, dict) else {"result": doc}
 
     async def metrics(self) -> str:

@@ -21,7 +21,8 @@ Invariants
 * Bad arguments (an empty or non-str/bytes key, a bad ``r``/``w``, ``ttl`` or ``timeout``)
   raise ``TypeError`` / ``ValueError`` while building, before anything is sent.
 * Every unexpected answer becomes a ``RingkvError``: 503 -> ``QuorumError`` (with ``acks`` /
-  ``required`` when the body gives them), other 4xx -> ``BadRequestError``, anything else,
+  ``required`` when the body gives them), 401 / 403 -> ``AuthError`` (an admin endpoint
+  wanted the admin token), other 4xx -> ``BadRequestError``, anything else,
   including a malformed success body, -> ``ServerError``.
 * An ``HttpRequest.path`` is already percent-encoded: every byte of a key survives.
 """
@@ -37,6 +38,7 @@ from typing import Any
 from urllib.parse import quote
 
 __all__ = [
+    "AuthError",
     "BadRequestError",
     "ConflictError",
     "GetResult",
@@ -46,6 +48,7 @@ __all__ = [
     "RingkvError",
     "ServerError",
     "TransportError",
+    "build_admin",
     "build_delete",
     "build_get",
     "build_lookup",
@@ -98,6 +101,11 @@ class BadRequestError(RingkvError):
         self.status = status
         self.message = message
         super().__init__(f"{status}: {message}")
+
+
+class AuthError(BadRequestError):
+    """401 / 403: an admin endpoint refused the request (no admin token, or a wrong one,
+    or no token configured and the client not on the node's loopback)."""
 
 
 class ServerError(RingkvError):
@@ -286,6 +294,17 @@ def remove_path(node_id: str) -> str:
     return "/cluster/remove/" + quote(node_id, safe="")
 
 
+def build_admin(method: str, path: str, admin_token: str | None) -> HttpRequest:
+    """A request to an admin endpoint, carrying the admin token when one is given."""
+    if admin_token is not None and not isinstance(admin_token, str):
+        raise TypeError("admin_token must be a str")
+    token = (admin_token or "").strip()
+    if any(c in token for c in "\r\n\0"):
+        raise ValueError("admin_token must not contain line breaks or NUL")
+    headers = (("Authorization", f"Bearer {token}"),) if token else ()
+    return HttpRequest(method, path, headers=headers)
+
+
 # ------------------------------------------------------ pure protocol: parsing answers
 
 
@@ -299,6 +318,8 @@ def error_for(resp: HttpResponse) -> RingkvError:
             required if isinstance(required, int) else None,
             message,
         )
+    if resp.status in (401, 403):
+        return AuthError(resp.status, message)
     if 400 <= resp.status < 500:
         return BadRequestError(resp.status, message)
     return ServerError(resp.status, message)

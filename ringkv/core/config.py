@@ -14,6 +14,7 @@ and it never reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -37,6 +38,7 @@ __all__ = [
     "env_var",
     "fast_test_config",
     "format_hostport",
+    "is_loopback",
     "parse_hostport",
 ]
 
@@ -87,8 +89,16 @@ class NodeConfig:
     vnodes: int = 256
     # The durable engine; "memory" is for tests and throw-away clusters.
     storage: str = "lmdb"
-    # Off by default for local development; set it on any shared network.
+    # Off by default for local development; set it on any shared network. Without it
+    # anyone who reaches the RPC port is a peer, so a node binding a non-loopback
+    # address refuses to start without it unless `insecure` says so.
     cluster_secret: str | None = None
+    # The explicit opt-out of that rule (--insecure, RINGKV_INSECURE=1): one missing
+    # secret cannot silently expose the RPC port to the network.
+    insecure: bool = False
+    # Bearer token for the admin endpoints (leave, remove, /debug/). None: only
+    # loopback clients may call them, so a node on a network is not evicted by anyone.
+    admin_token: str | None = None
     # One Merkle exchange per replica peer per minute: cheap when replicas agree
     # (one root hash), and hinted handoff plus read repair cover the common cases.
     anti_entropy_interval: float = 60.0
@@ -194,6 +204,8 @@ SETTING_KINDS: dict[str, str] = {
     "vnodes": "int",
     "storage": "choice",
     "cluster_secret": "optstr",
+    "insecure": "bool",
+    "admin_token": "optstr",
     "anti_entropy_interval": "float",
     "sync": "choice",
     "max_value_bytes": "int",
@@ -360,11 +372,38 @@ def check_settings(values: Mapping[str, Any], labels: Mapping[str, str]) -> None
         other = "rpc_port" if name == "http_port" else "http_port"
         fail(name, f"must differ from the {other.replace('_', ' ')} ({values[other]})")
     _check_inject_latency(values, fail)
+    _check_internode_auth(values)
     if "node_id" not in values:
         raise ConfigError(
             "--node-id",
             f"required (give --node-id, {env_var('node_id')} or node_id in the config file)",
         )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ``::1``), by text only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _check_internode_auth(values: Mapping[str, Any]) -> None:
+    """Binding beyond loopback needs a cluster secret, or the explicit --insecure."""
+    host = values.get("host", "127.0.0.1")
+    if values.get("cluster_secret") or values.get("insecure") or is_loopback(host):
+        return
+    # Named as the contract names it, whatever source left it unset.
+    raise ConfigError(
+        "--cluster-secret",
+        f"required when binding the non-loopback address {host}: without it anyone who"
+        " reaches the RPC port is a peer and can write any value; give --cluster-secret,"
+        f" {env_var('cluster_secret')} or {env_var('cluster_secret')}_FILE, or pass"
+        " --insecure to run without internode authentication")
 
 
 def _check_inject_latency(values: Mapping[str, Any],

@@ -8,9 +8,16 @@ whose message is a single line naming the bad setting *as the user wrote it*
 setting's kind in `ringkv.core.config.SETTING_KINDS`; the rules a parsed config must
 obey are `ringkv.core.config`'s, applied with the labels gathered here.
 
+Two inputs are sources rather than settings, so they are not fields of `NodeConfig`:
+the config file itself, and `cluster_secret_file` (`--cluster-secret-file`,
+`RINGKV_CLUSTER_SECRET_FILE`), a file holding the cluster secret so that the secret
+never has to sit on a command line or in a long-lived environment. Its content,
+stripped of surrounding whitespace, is the `cluster_secret`; an empty, unreadable or
+oversized file is a bad setting, and so is giving both a secret and a secret file.
+
 This module is pure (see `tests/lint/test_purity.py`): no asyncio, sockets or clocks.
 The environment is read in exactly one place, `load_config`, and only when the caller
-does not pass `env` explicitly. Files are read only when a config file is named.
+does not pass `env` explicitly. Files are read only when a config file or a secret file is named.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ _DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in fields(NodeConfig) if f.default is not MISSING
 }
 
+SECRET_FILE = "cluster_secret_file"
+MAX_SECRET_FILE_BYTES = 4096  # a secret is a few dozen bytes; anything larger is a mistake
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -59,7 +69,7 @@ def load_config(cli: Mapping[str, object], env: Mapping[str, str] | None = None)
     cli_values: dict[str, object] = {}
     for key, value in cli.items():
         name = key.replace("-", "_")
-        if name != "config" and name not in SETTING_KINDS:
+        if name not in ("config", SECRET_FILE) and name not in SETTING_KINDS:
             raise ConfigError(cli_flag(name), "unknown setting")
         if value is not None:
             cli_values[name] = value
@@ -75,12 +85,24 @@ def load_config(cli: Mapping[str, object], env: Mapping[str, str] | None = None)
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             raise ConfigError(path_label, f"expected a file name, got {path!r}")
         given.update(_read_toml(os.fspath(path), path_label))
-    for name in SETTING_KINDS:
+    secret_file = given.pop(SECRET_FILE, None)
+    for name in (*SETTING_KINDS, SECRET_FILE):
         raw = env.get(env_var(name))
         if raw is not None and raw != "":
-            given[name] = (raw, env_var(name))
+            if name == SECRET_FILE:
+                secret_file = (raw, env_var(name))
+            else:
+                given[name] = (raw, env_var(name))
+    if SECRET_FILE in cli_values:
+        secret_file = (cli_values.pop(SECRET_FILE), cli_flag(SECRET_FILE))
     for name, value in cli_values.items():
         given[name] = (value, cli_flag(name))
+    if secret_file is not None:
+        file_name, file_label = secret_file
+        if "cluster_secret" in given:
+            raise ConfigError(file_label, f"give either {given['cluster_secret'][1]} or "
+                              f"{file_label}, not both")
+        given["cluster_secret"] = (_read_secret(file_name, file_label), file_label)
 
     values: dict[str, Any] = dict(_DEFAULTS)
     labels: dict[str, str] = {}
@@ -96,6 +118,28 @@ def load_config(cli: Mapping[str, object], env: Mapping[str, str] | None = None)
 # ---------------------------------------------------------------------------- internals
 
 
+def _read_secret(path: object, label: str) -> str:
+    """The secret held by a file, stripped of surrounding whitespace; never empty."""
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        raise ConfigError(label, f"expected a file name, got {path!r}")
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(label, f"cannot read {path!r}: {exc.strerror or exc}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(label, f"{path!r} is larger than {MAX_SECRET_FILE_BYTES} bytes;"
+                          " it should hold only the secret")
+    try:
+        secret = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(label, f"{path!r} is not UTF-8 text") from None
+    if not secret:
+        raise ConfigError(label, f"{path!r} is empty; it should hold the cluster secret")
+    return secret
+
+
 def _read_toml(path: str, path_label: str) -> dict[str, tuple[object, str]]:
     try:
         with open(path, "rb") as fh:
@@ -107,8 +151,8 @@ def _read_toml(path: str, path_label: str) -> dict[str, tuple[object, str]]:
     out: dict[str, tuple[object, str]] = {}
     for key, value in data.items():
         label = f"{key} in {path}"
-        if key not in SETTING_KINDS:
-            close = difflib.get_close_matches(key, list(SETTING_KINDS), n=1)
+        if key not in SETTING_KINDS and key != SECRET_FILE:
+            close = difflib.get_close_matches(key, [*SETTING_KINDS, SECRET_FILE], n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(label, f"unknown setting{hint}")
         out[key] = (value, label)

@@ -34,6 +34,7 @@ from coordinator.requests import (
     WriteRequest,
 )
 from ring.token import key_token
+from ringkv.server.admin_auth import AdminGuard
 from ringkv.server.metrics import Metrics
 from storage.versions import ContextError, Sibling, decode_context, encode_context
 
@@ -226,15 +227,47 @@ class Api:
 
     # --- cluster ----------------------------------------------------------------------
 
+    _NOT_LIVE = {
+        "joining": "joining: not yet holding its ranges",
+        "leaving": "leaving: handing its ranges to their new owners",
+        "left": "left the cluster",
+    }
+
+    def _liveness(self) -> str:
+        """This node's own state: ``up`` only once it is up and holds its ranges."""
+        if not self.node.joined or self.node.transfers.held is None:
+            return "joining"  # not yet admitted by a seed, or still fetching its ranges
+        return self._own_status()
+
     async def health(self, request: web.Request) -> web.Response:
-        # Healthy once the node holds its ranges: a joiner still fetching them (or not
-        # yet admitted by a seed) is not ready, even though it already coordinates.
-        status = self._own_status() if self.node.joined else "joining"
-        if status == "joining":
-            return web.json_response({"status": "joining", "node_id": self.node.id},
-                                     status=503)
+        # Liveness: a joiner still fetching its ranges (it already coordinates), and a
+        # node leaving or gone, answer 503 with their state as the reason.
+        status = self._liveness()
+        if status != "up":
+            return web.json_response({"status": status, "node_id": self.node.id,
+                                      "reason": self._NOT_LIVE.get(status, status)}, status=503)
         return web.json_response({"status": "ok", "node_id": self.node.id,
                                   "membership": status})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        # Readiness: live, and enough members up (this node included) for the default R
+        # and W, so that a client sent here now gets answers rather than 503s.
+        status = self._liveness()
+        now = time.time()
+        up = sum(1 for m in self.node.members.members()
+                 if (status == "up" if m.node_id == self.node.id
+                     else self.node.view_status(m, now) == "up"))
+        required = max(self.node.r, self.node.w)
+        doc = {"node_id": self.node.id, "membership": status, "up": up, "required": required}
+        if status != "up":
+            return web.json_response({"status": "not ready", **doc,
+                                      "reason": self._NOT_LIVE.get(status, status)}, status=503)
+        if up < required:
+            return web.json_response({"status": "not ready", **doc,
+                                      "reason": f"sees {up} members up; the default quorums"
+                                      f" (R={self.node.r}, W={self.node.w}) need {required}"},
+                                     status=503)
+        return web.json_response({"status": "ready", **doc})
 
     async def cluster(self, request: web.Request) -> web.Response:
         now = time.time()
@@ -370,18 +403,22 @@ def make_app(runtime: NodeRuntime) -> web.Application:
     app.router.add_put("/kv/{key:[\\s\\S]+}", api.put)
     app.router.add_get("/kv/{key:[\\s\\S]+}", api.get)
     app.router.add_delete("/kv/{key:[\\s\\S]+}", api.delete)
-    app.router.add_put("/kv/", lambda r: _async_error(400, "key must be 1 to 1024 bytes"))
+    app.router.add_put("/kv/", _empty_key)
     app.router.add_get("/health", api.health)
+    app.router.add_get("/ready", api.ready)
     app.router.add_get("/cluster", api.cluster)
     app.router.add_get("/ring/lookup", api.ring_lookup)
-    app.router.add_post("/cluster/leave", api.leave)
-    app.router.add_post("/cluster/remove/{node_id}", api.remove)
+    # Admin endpoints (contract section 4): the admin token, or loopback clients only.
+    admin = AdminGuard(runtime.config.admin_token).protect
+    app.router.add_post("/cluster/leave", admin(api.leave))
+    app.router.add_post("/cluster/remove/{node_id}", admin(api.remove))
     app.router.add_get("/metrics", api.metrics_endpoint)
-    app.router.add_get("/debug/local/kv/{key:[\\s\\S]+}", api.local_record)
-    app.router.add_get("/debug/latency", api.injected_latency)
+    app.router.add_get("/debug/local/kv/{key:[\\s\\S]+}", admin(api.local_record))
+    app.router.add_get("/debug/latency", admin(api.injected_latency))
     return app
 
 
-async def _async_error(status: int, message: str) -> web.Response:
-    return _error(status, message)
+async def _empty_key(request: web.Request) -> web.Response:
+    # A coroutine handler: aiohttp deprecates plain functions as handlers.
+    return _error(400, "key must be 1 to 1024 bytes")
 

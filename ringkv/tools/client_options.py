@@ -2,7 +2,8 @@
 
 Job: one definition of each option of the commands that talk to a cluster (`put`,
 `get`, `delete`, `cluster ...`): `--node` (any node; it coordinates the request),
-`--r` / `--w` (a quorum: 1..N, one, quorum or all), `--timeout`, `--context`, `-v`.
+`--r` / `--w` (a quorum: 1..N, one, quorum or all), `--timeout`, `--context`, `-v`,
+and `--admin-token` (`RINGKV_ADMIN_TOKEN`) for the commands calling admin endpoints.
 Values are checked by the client library's own rules (`ringkv.client.quorum_param`,
 `normalize_base_url`) while click parses, so a bad one is a usage error (exit 2)
 before any request is sent.
@@ -26,11 +27,31 @@ DEFAULT_NODE_URL = "http://127.0.0.1:8001"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def connect(node: str) -> Client:
+def connect(node: str, admin_token: str | None = None) -> Client:
     """A client of the node at `node` (a URL already checked by `--node`)."""
     from ringkv.client import Client
 
-    return Client(node)
+    return Client(node, admin_token=admin_token)
+
+
+def _admin_token(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    token = (value or "").strip()
+    if any(c in token for c in "\r\n\0"):
+        raise click.BadParameter("must not contain line breaks or NUL")
+    return token or None  # an empty RINGKV_ADMIN_TOKEN means none, as on the node
+
+
+def admin_token_option(fn: F) -> F:
+    return click.option(
+        "--admin-token",
+        default=None,
+        envvar="RINGKV_ADMIN_TOKEN",
+        show_envvar=True,
+        metavar="TOKEN",
+        callback=_admin_token,
+        help="The node's admin token (sent as Authorization: Bearer); prefer the"
+        " environment, which other users cannot see. [none: loopback only]",
+    )(fn)
 
 
 def quorum_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -4,19 +4,23 @@ Job: show the members and their state as one node sees them (a table, or
 ``GET /cluster`` as JSON), ask a node to leave gracefully and follow its hand-over,
 remove a node that is dead for good, and print a key's preference list. Every command
 talks to one node through `ringkv.client.Client`; exit codes are those of
-`ringkv.tools.exits`.
+`ringkv.tools.exits`. `leave` and `remove` call admin endpoints: they send
+`--admin-token` (`RINGKV_ADMIN_TOKEN`), and a refusal (401 / 403) is one line saying
+what the node wants, exit 4.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
-from ringkv.tools.client_options import connect, node_option
-from ringkv.tools.exits import client_errors
+from ringkv.tools.client_options import admin_token_option, connect, node_option
+from ringkv.tools.exits import EXIT_ERROR, client_errors, fail
 
 __all__ = ["cluster"]
 
@@ -95,18 +99,35 @@ def _transfer_summary(t: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+@contextmanager
+def admin_errors(node: str) -> Iterator[None]:
+    """A 401 / 403 from an admin endpoint as one line saying what the node wants."""
+    from ringkv.client import AuthError
+
+    try:
+        yield
+    except AuthError as exc:
+        if exc.status == 401:
+            fail(f"{node} requires an admin token: give --admin-token or set"
+                 f" RINGKV_ADMIN_TOKEN (401: {exc.message})", EXIT_ERROR)
+        fail(f"{node} refused the admin request (403: {exc.message}); check --admin-token"
+             " / RINGKV_ADMIN_TOKEN, or run the command on the node's own host", EXIT_ERROR)
+
+
 @cluster.command("leave")
 @node_option
+@admin_token_option
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the node has handed over its ranges and left.")
 @click.option("--timeout", default=600.0, show_default=True, metavar="SECONDS",
               help="How long --wait waits.")
-def cluster_leave(node: str, wait: bool, timeout: float) -> None:
+def cluster_leave(node: str, admin_token: str | None, wait: bool, timeout: float) -> None:
     """Ask the node at --node to hand its ranges to their new owners, then leave."""
     from rich.console import Console
 
-    with client_errors(), connect(node) as kv:
-        result = kv.leave()
+    with client_errors(), connect(node, admin_token) as kv:
+        with admin_errors(node):
+            result = kv.leave()
         node_id = str(result.get("node_id"))
         if not wait:
             click.echo(f"{node_id} is {result.get('status')}")
@@ -133,9 +154,10 @@ def cluster_leave(node: str, wait: bool, timeout: float) -> None:
 @cluster.command("remove")
 @click.argument("node_id")
 @node_option
-def cluster_remove(node_id: str, node: str) -> None:
+@admin_token_option
+def cluster_remove(node_id: str, node: str, admin_token: str | None) -> None:
     """Remove NODE_ID, a node that is dead for good; its ranges are re-replicated."""
-    with client_errors(), connect(node) as kv:
+    with client_errors(), connect(node, admin_token) as kv, admin_errors(node):
         kv.remove(node_id)
     click.echo(f"{node_id} removed; its ranges are being re-replicated from the survivors")
 

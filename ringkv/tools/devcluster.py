@@ -1,9 +1,15 @@
 """`ringkv dev-cluster`: run a whole local cluster as separate `ringkv serve` processes.
 
-Job: start n1 (a new cluster, no seeds), wait until it is healthy, start n2..nK seeded
-with n1's RPC address, wait until every node answers `GET /health` and every node's
-`GET /cluster` shows all K members `up`, print where they are, and keep them running
-until Ctrl-C / SIGTERM / SIGHUP, then stop them cleanly (SIGTERM, wait, SIGKILL).
+Job: start n1 (a new cluster, no seeds), wait until it is healthy (`GET /health`),
+start n2..nK seeded with n1's RPC address, wait until every node is ready (`GET /ready`:
+it sees enough members up for the default R and W) and every node's `GET /cluster`
+shows all K members `up`, print where they are, and keep them running until Ctrl-C /
+SIGTERM / SIGHUP, then stop them cleanly (SIGTERM, wait, SIGKILL).
+
+Internode traffic is authenticated: the cluster secret is the one given (--cluster-secret
+or RINGKV_CLUSTER_SECRET) or a random one made for this run, and it reaches the nodes
+through their environment (RINGKV_CLUSTER_SECRET), never their command line, which any
+local user can read.
 
 Node nI listens on HTTP P+I-1 and RPC Q+I-1 and keeps its data and its `node.log`
 (stdout and stderr, appended across runs) in D/nI, so running the command again on the
@@ -17,26 +23,30 @@ request is never lost in the middle of spawning a process.
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
 from ringkv.client import Client, RingkvError
-from ringkv.core.config import ConfigError
+from ringkv.core.config import ConfigError, env_var
 from ringkv.core.config_loader import load_config
 
 HOST = "127.0.0.1"
 POLL_INTERVAL = 0.25  # seconds between readiness probes
-PROBE_TIMEOUT = 1.0  # seconds one /health or /cluster probe may take
+PROBE_TIMEOUT = 1.0  # seconds one /health, /ready or /cluster probe may take
 TAIL_LINES = 25
 
 
@@ -87,8 +97,8 @@ class DevClusterSpec:
             "--seeds",
             "" if i == 1 else f"{HOST}:{self.base_rpc_port}",
         ]
-        for name in ("storage", "n", "r", "w", "vnodes", "sync", "cluster_secret",
-                     "inject_latency"):
+        # Not the cluster secret: a command line is visible to every local user.
+        for name in ("storage", "n", "r", "w", "vnodes", "sync", "inject_latency"):
             value = getattr(self, name)
             if value is not None:
                 args += ["--" + name.replace("_", "-"), str(value)]
@@ -98,6 +108,23 @@ class DevClusterSpec:
 
     def node_command(self, i: int) -> list[str]:
         return [sys.executable, "-m", "ringkv", "serve", *self.node_args(i)]
+
+    def node_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The environment of every node: `base` with the cluster secret, if any."""
+        env = dict(base)
+        # An inherited secret file would be a second, conflicting secret.
+        env.pop(env_var("cluster_secret_file"), None)
+        if self.cluster_secret:
+            env[env_var("cluster_secret")] = self.cluster_secret
+        else:
+            env.pop(env_var("cluster_secret"), None)
+        return env
+
+    def with_secret(self, env: Mapping[str, str]) -> DevClusterSpec:
+        """With a secret: the one given, RINGKV_CLUSTER_SECRET in `env`, or a new one."""
+        secret = (self.cluster_secret or env.get(env_var("cluster_secret"), "").strip()
+                  or secrets.token_urlsafe(32))
+        return replace(self, cluster_secret=secret)
 
     def validate(self) -> None:
         """Raise ConfigError when the spec cannot work (ports, quorums, ...)."""
@@ -127,13 +154,19 @@ class DevClusterSpec:
                      "inject_latency", "experimental"):
             options[name] = getattr(self, name)
         load_config(options, env={})
+        # A node is ready once it sees the default quorums' worth of members up.
+        quorum = max(2 if self.r is None else self.r, 2 if self.w is None else self.w)
+        if self.nodes < quorum:
+            raise ConfigError("--nodes", f"{self.nodes} node(s) can never reach the default"
+                              f" quorum of {quorum}; start at least {quorum} or lower --r/--w")
 
 
 class _Node:
-    def __init__(self, spec: DevClusterSpec, i: int) -> None:
+    def __init__(self, spec: DevClusterSpec, i: int, env: Mapping[str, str]) -> None:
         self.i = i
         self.node_id = spec.node_id(i)
         self.command = spec.node_command(i)
+        self.env = dict(env)
         self.dir = spec.node_dir(i)
         self.log_path = self.dir / "node.log"
         self.http_url = f"http://{HOST}:{spec.http_port(i)}"
@@ -142,6 +175,7 @@ class _Node:
         self.log_offset = 0
         self.reported_exit = False
         self.client = Client(self.http_url, timeout=PROBE_TIMEOUT)
+        self.http = httpx.Client(base_url=self.http_url, timeout=PROBE_TIMEOUT, trust_env=False)
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +190,7 @@ class _Node:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop nodes in order
                 preexec_fn=_die_with_parent if _LIBC is not None else None,
             )
@@ -176,11 +211,12 @@ class _Node:
         text = data.decode("utf-8", "replace").rstrip("\n")
         return "\n".join(text.splitlines()[-lines:]) if text else "(log is empty)"
 
-    def probe(self) -> tuple[bool, set[str] | None]:
-        """(answers /health 200, node ids this node sees up or None if unknown)."""
+    def probe(self, path: str) -> tuple[bool, set[str] | None]:
+        """(answers `path` with 200, node ids this node sees up or None if unknown)."""
         try:
-            self.client.health()
-        except RingkvError:
+            if self.http.get(path).status_code != 200:
+                return False, None
+        except httpx.HTTPError:
             return False, None
         try:
             members = self.client.cluster().get("members") or []
@@ -213,7 +249,8 @@ class _DevCluster:
     def __init__(self, spec: DevClusterSpec, console: Console) -> None:
         self.spec = spec
         self.console = console
-        self.nodes = [_Node(spec, i) for i in range(1, spec.nodes + 1)]
+        env = spec.node_env(os.environ)
+        self.nodes = [_Node(spec, i, env) for i in range(1, spec.nodes + 1)]
         self.stop_requests = 0
         self.stop_reason = ""
 
@@ -269,8 +306,9 @@ class _DevCluster:
         )
         self.console.print(node.tail(), markup=False, highlight=False)
 
-    def wait_until(self, nodes: list[_Node], want: set[str], deadline: float, label: str) -> bool:
-        """Poll until every node is healthy and sees every id in `want` up."""
+    def wait_until(self, nodes: list[_Node], want: set[str], deadline: float, label: str,
+                   path: str) -> bool:
+        """Poll until every node answers `path` with 200 and sees every id in `want` up."""
         started = time.monotonic()
         self.note(f"{label} ...")
         with self.console.status(label) as status:
@@ -281,31 +319,32 @@ class _DevCluster:
                 if dead is not None:
                     self.report_exit(dead, "during start-up")
                     return False
-                probes = {node.node_id: node.probe() for node in nodes}
+                probes = {node.node_id: node.probe(path) for node in nodes}
                 healthy = sum(1 for ok, _ in probes.values() if ok)
                 joined = sum(1 for _, up in probes.values() if up is not None and want <= up)
                 if joined == len(nodes):
                     return True
                 elapsed = time.monotonic() - started
                 status.update(
-                    f"{label}: {healthy}/{len(nodes)} healthy,"
+                    f"{label}: {healthy}/{len(nodes)} {path[1:]},"
                     f" {joined}/{len(nodes)} see all {len(want)} up  [{elapsed:.0f}s]"
                 )
                 if time.monotonic() >= deadline:
-                    self.report_timeout(nodes, want, probes)
+                    self.report_timeout(nodes, want, probes, path)
                     return False
                 time.sleep(POLL_INTERVAL)
 
     def report_timeout(
-        self, nodes: list[_Node], want: set[str], probes: dict[str, tuple[bool, set[str] | None]]
+        self, nodes: list[_Node], want: set[str],
+        probes: dict[str, tuple[bool, set[str] | None]], path: str,
     ) -> None:
         self.console.print("[red]timed out waiting for the cluster to form[/red]")
         for node in nodes:
             ok, up = probes[node.node_id]
             if not ok:
-                state = "does not answer /health with 200"
+                state = f"does not answer {path} with 200"
             elif up is None:
-                state = "healthy, but GET /cluster failed"
+                state = f"answers {path}, but GET /cluster failed"
             else:
                 missing = sorted(want - up)
                 state = "ready" if not missing else f"does not see up: {', '.join(missing)}"
@@ -320,7 +359,9 @@ class _DevCluster:
         deadline = time.monotonic() + startup_timeout
         first, rest = self.nodes[0], self.nodes[1:]
         first.start()
-        if not self.wait_until([first], {first.node_id}, deadline, f"starting {first.node_id}"):
+        # Alone, n1 is live but cannot be ready (it needs the default quorums' worth).
+        if not self.wait_until([first], {first.node_id}, deadline, f"starting {first.node_id}",
+                               "/health"):
             return False
         for node in rest:
             if self.stop_requests:
@@ -328,7 +369,8 @@ class _DevCluster:
             node.start()
         want = {node.node_id for node in self.nodes}
         return self.wait_until(
-            self.nodes, want, deadline, f"waiting for {len(self.nodes)} nodes to join"
+            self.nodes, want, deadline, f"waiting for {len(self.nodes)} nodes to be ready",
+            "/ready",
         )
 
     def print_ready(self) -> None:
@@ -395,6 +437,7 @@ class _DevCluster:
     def close(self) -> None:
         for node in self.nodes:
             node.client.close()
+            node.http.close()
 
 
 def _indent(text: str, prefix: str = "    | ") -> str:
@@ -419,6 +462,7 @@ def run_dev_cluster(
 ) -> int:
     """Run the cluster until a stop signal; return the process exit code."""
     console = console or Console(soft_wrap=True)
+    spec = spec.with_secret(os.environ)
     try:
         spec.validate()
     except ConfigError as exc:

@@ -40,7 +40,10 @@ _SERVE_OPTIONS: list[tuple[str, str, str]] = [
     ("w", "W", "Default write quorum. [2]"),
     ("vnodes", "V", "Virtual nodes (tokens) per node. [256]"),
     ("storage", "lmdb|memory", "Storage engine. [lmdb]"),
-    ("cluster_secret", "SECRET", "Refuse internode traffic without this secret. [none]"),
+    ("cluster_secret", "SECRET", "Refuse internode traffic without this secret; prefer"
+     " the environment or --cluster-secret-file, which other users cannot see. [none]"),
+    ("admin_token", "TOKEN", "Bearer token the admin endpoints (leave, remove, /debug/)"
+     " require; without one they answer loopback clients only. [none]"),
     ("anti_entropy_interval", "SECONDS", "Pause between Merkle exchanges per peer. [60]"),
     ("sync", "group|none", "fsync per group-commit batch, or leave it to the OS. [group]"),
     ("max_value_bytes", "BYTES", "Largest accepted value. [1048576]"),
@@ -58,6 +61,14 @@ _SERVE_OPTIONS: list[tuple[str, str, str]] = [
 
 
 def _serve_options(fn: F) -> F:
+    fn = click.option(
+        "--cluster-secret-file",
+        "cluster_secret_file",
+        metavar="FILE",
+        default=None,
+        help="Read the cluster secret from FILE (surrounding whitespace stripped)."
+        f" Env: {env_var('cluster_secret_file')}.",
+    )(fn)
     fn = click.option(
         "--config",
         "config",
@@ -83,6 +94,9 @@ def _serve_options(fn: F) -> F:
 @click.option("--experimental", "experimental", is_flag=True, default=None,
               help="Allow experimental settings (--inject-latency)."
               f" Env: {env_var('experimental')}=1.")
+@click.option("--insecure", "insecure", is_flag=True, default=None,
+              help="Allow binding a non-loopback --host with no --cluster-secret."
+              f" Env: {env_var('insecure')}=1.")
 def serve(**options: str | None) -> None:
     """Run one node until SIGTERM or SIGINT.
 

@@ -13,9 +13,14 @@ to a running one instead (`scripts/compose-test`, `tests/sim/test_live.py`):
   final reads with r=N (`sim.live.world.final_reads`, a read-repair sweep too),
   convergence again, then the checkers of `sim.checkers` on the workload's history.
 
+The debug reads go to an admin endpoint (contract section 4): a cluster with an admin
+token needs it passed in (`admin_token`), and one without answers them only from its
+own loopback, so a check run from another host must give the token.
+
 Invariants: apart from the final reads, only GETs of state, so checking never changes
 the cluster; a node that does not answer counts as "not settled" or "diverged", never
-as an error.
+as an error. A debug read refused for want of credentials (401 / 403) is an error
+(`RuntimeError`): no amount of waiting would cure it.
 """
 
 from __future__ import annotations
@@ -37,10 +42,16 @@ from sim.workload import Workload
 from storage.versions import Sibling, Versions, decode_context
 
 
-async def get_json(http: httpx.AsyncClient, url: str) -> tuple[int, Any]:
+def admin_headers(admin_token: str | None) -> dict[str, str]:
+    """The headers an admin endpoint wants: the bearer token, when there is one."""
+    return {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+
+
+async def get_json(http: httpx.AsyncClient, url: str,
+                   headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
     """(status, JSON document); status 0 and None when nothing answered."""
     try:
-        resp = await http.get(url, timeout=5.0)
+        resp = await http.get(url, timeout=5.0, headers=headers)
     except httpx.HTTPError:
         return 0, None
     try:
@@ -103,8 +114,10 @@ def local_versions(doc: Any) -> Versions | None:
 
 
 async def diverged_keys(http: httpx.AsyncClient, urls: Mapping[str, str],
-                        keys: list[bytes]) -> tuple[list[bytes], int]:
+                        keys: list[bytes], admin_token: str | None = None,
+                        ) -> tuple[list[bytes], int]:
     """(keys whose replicas disagree, hints still pending on all nodes)."""
+    debug = admin_headers(admin_token)
     hints = 0
     for url in urls.values():
         _, doc = await get_json(http, url + "/cluster")
@@ -119,7 +132,11 @@ async def diverged_keys(http: httpx.AsyncClient, urls: Mapping[str, str],
             continue
         states = []
         for node in doc["preference_list"]:
-            status, local = await get_json(http, f"{urls[node]}/debug/local/kv/{path}")
+            status, local = await get_json(http, f"{urls[node]}/debug/local/kv/{path}",
+                                           debug)
+            if status in (401, 403):  # a misconfigured check, not a divergence
+                raise RuntimeError(f"{node} refused the debug read ({status}): "
+                                   f"{(local or {}).get('error')}; pass its admin token")
             states.append(local_versions(local if status == 200 else None))
         if any(not same_versions(states[0], s) for s in states[1:]):
             diverged.append(key)
@@ -127,13 +144,14 @@ async def diverged_keys(http: httpx.AsyncClient, urls: Mapping[str, str],
 
 
 async def wait_converged(http: httpx.AsyncClient, urls: Mapping[str, str],
-                         keys: list[bytes], timeout: float) -> tuple[bool, list[bytes], int]:
+                         keys: list[bytes], timeout: float, admin_token: str | None = None,
+                         ) -> tuple[bool, list[bytes], int]:
     """(converged, keys still diverged, hints still pending) once converged or after
     `timeout` seconds, polling every second."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        diverged, hints = await diverged_keys(http, urls, keys)
+        diverged, hints = await diverged_keys(http, urls, keys, admin_token)
         if not diverged and not hints:
             return True, [], 0
         if loop.time() > deadline:
@@ -157,16 +175,19 @@ class Verdict:
 
 
 async def judge(world: HttpWorld, workload: Workload, r: int, converge_timeout: float,
-                max_skew: float = 1.0) -> Verdict:
-    """Judge a run whose workload has stopped (`HttpWorld.drain` done)."""
+                max_skew: float = 1.0, admin_token: str | None = None) -> Verdict:
+    """Judge a run whose workload has stopped (`HttpWorld.drain` done); `admin_token`
+    is the cluster's, for the debug reads of each replica's copy."""
     http, urls, history = world.http, world.hosts, workload.history
     keys = sorted(history.keys)
     loop = asyncio.get_running_loop()
     quiet = loop.time()
-    ok1, diverged1, hints1 = await wait_converged(http, urls, keys, converge_timeout)
+    ok1, diverged1, hints1 = await wait_converged(http, urls, keys, converge_timeout,
+                                                  admin_token)
     converged = loop.time()
     finals = await final_reads(world, workload, r)
-    ok2, diverged2, hints2 = await wait_converged(http, urls, keys, converge_timeout)
+    ok2, diverged2, hints2 = await wait_converged(http, urls, keys, converge_timeout,
+                                                  admin_token)
     if not ok1:
         converged = loop.time()
 

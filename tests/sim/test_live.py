@@ -235,13 +235,24 @@ def test_a_local_record_document_becomes_versions() -> None:
 
 class OneCopyStore:
     """A store of one replica that answers the HTTP API, correct for one client at a
-    time: enough to run the whole path in-process, checks included."""
+    time: enough to run the whole path in-process, checks included. With an
+    `admin_token` its debug reads want it, as a node's do (contract section 4)."""
 
-    def __init__(self) -> None:
+    def __init__(self, admin_token: str | None = None) -> None:
         self.records: dict[str, tuple[int, bytes]] = {}  # key -> (counter, value)
+        self.admin_token = admin_token
+        self.debug_reads = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path, key = request.url.path, request.url.path.rpartition("/")[2]
+        if path.startswith("/debug/") and self.admin_token is not None:
+            auth = request.headers.get("Authorization")
+            if auth is None:
+                return httpx.Response(401, json={"error": "admin token required"})
+            if auth != f"Bearer {self.admin_token}":
+                return httpx.Response(403, json={"error": "admin token rejected"})
+        if path.startswith("/debug/"):
+            self.debug_reads += 1
         if path == "/cluster":
             return httpx.Response(200, json={"members": [], "hints_pending": 0})
         if path == "/ring/lookup":
@@ -288,6 +299,29 @@ def test_the_whole_path_in_process_against_a_one_copy_store() -> None:
     assert isinstance(final, ReadOk)
     acked = {w.element for w in history.writes if w.key == b"cart-fake-0"}
     assert set(json.loads(final.siblings[0].value or b"")) == acked
+
+
+def test_the_checks_send_the_admin_token_on_their_debug_reads() -> None:
+    """A cluster with an admin token answers debug reads only with it: the checks pass
+    it on, and without it they stop with the refusal instead of reporting divergence."""
+    def run_with(store: OneCopyStore, token: str | None) -> Verdict:
+        async def body(world: HttpWorld) -> Verdict:
+            world.hosts = {"n1": world.hosts["n1"]}
+            workload = HttpWorkload(world, cart_config(1, 0.005, 1, 1.0, "tok"))
+            workload.start(world.now, world.now + 0.2, float("inf"))
+            await asyncio.sleep(0.3)
+            await world.drain()
+            return await judge(world, workload, 3, 2.0, admin_token=token)
+
+        return _run(store, body)
+
+    store = OneCopyStore(admin_token="t0ken")
+    verdict = run_with(store, "t0ken")
+    assert verdict.failures == [] and verdict.converged_without_reads
+    assert store.debug_reads > 0
+    for token, status in ((None, 401), ("wrong", 403)):
+        with pytest.raises(RuntimeError, match=f"refused the debug read \\({status}\\)"):
+            run_with(OneCopyStore(admin_token="t0ken"), token)
 
 
 # --- the whole path, against real nodes ------------------------------------------------------

@@ -59,7 +59,8 @@ def test_defaults_match_the_contract() -> None:
 
 
 def test_advertise_and_data_dir_properties() -> None:
-    config = NodeConfig(node_id="a", host="0.0.0.0", advertise="10.0.0.5", data_dir="/srv/a")
+    config = NodeConfig(node_id="a", host="0.0.0.0", advertise="10.0.0.5", data_dir="/srv/a",
+                        cluster_secret="s")
     assert config.advertise_host == "10.0.0.5"
     assert config.data_path == "/srv/a"
     assert NodeConfig(node_id="b", host="::1").rpc_address == "[::1]:9080"
@@ -319,3 +320,83 @@ def test_parse_hostport() -> None:
     for bad in ("", "host", ":1", "h:", "h:0", "[::1]9001"):
         with pytest.raises(ValueError):
             parse_hostport(bad)
+
+
+# ------------------------------------------------------------- internode authentication
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "::", "node-a.example", "fe80::1"])
+def test_a_non_loopback_host_without_a_secret_is_refused(host: str) -> None:
+    message = _error({"node_id": "n1", "host": host})
+    assert message.startswith("bad setting --cluster-secret: ")
+    assert "--insecure" in message
+    assert _error({"node_id": "n1"}, {"RINGKV_HOST": host}).startswith(
+        "bad setting --cluster-secret: ")
+    with pytest.raises(ConfigError, match="bad setting --cluster-secret"):
+        NodeConfig(node_id="n1", host=host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.3.2.1", "::1", "localhost", "LocalHost",
+                                  "::ffff:127.0.0.1"])
+def test_a_loopback_host_needs_no_secret(host: str) -> None:
+    assert load_config({"node_id": "n1", "host": host}, {}).cluster_secret is None
+
+
+def test_a_secret_or_insecure_allows_a_non_loopback_host() -> None:
+    assert load_config({"node_id": "n1", "host": "0.0.0.0", "cluster_secret": "s"},
+                       {}).cluster_secret == "s"
+    assert load_config({"node_id": "n1"},
+                       {"RINGKV_HOST": "0.0.0.0", "RINGKV_CLUSTER_SECRET": "s"}).host == "0.0.0.0"
+    insecure = load_config({"node_id": "n1", "host": "0.0.0.0", "insecure": True}, {})
+    assert insecure.insecure and insecure.cluster_secret is None
+    assert load_config({"node_id": "n1"},
+                       {"RINGKV_HOST": "0.0.0.0", "RINGKV_INSECURE": "1"}).insecure
+    assert not load_config({"node_id": "n1"}, {}).insecure  # off by default
+    assert NodeConfig(node_id="n1", host="0.0.0.0", insecure=True).insecure
+    # an explicit "no" is not --insecure
+    assert _error({"node_id": "n1"}, {"RINGKV_HOST": "0.0.0.0", "RINGKV_INSECURE": "0"}
+                  ).startswith("bad setting --cluster-secret: ")
+
+
+def test_the_secret_can_come_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text("  s3cret-from-file \n\n")
+    by_flag = load_config({"node_id": "n1", "host": "0.0.0.0",
+                           "cluster_secret_file": str(path)}, {})
+    assert by_flag.cluster_secret == "s3cret-from-file"
+    by_env = load_config({"node_id": "n1"}, {"RINGKV_HOST": "0.0.0.0",
+                                             "RINGKV_CLUSTER_SECRET_FILE": str(path)})
+    assert by_env.cluster_secret == "s3cret-from-file"
+    toml = _toml(tmp_path, f'node_id = "n1"\ncluster_secret_file = "{path}"\n')
+    assert load_config({"config": toml}, {}).cluster_secret == "s3cret-from-file"
+
+
+def test_an_empty_unreadable_or_huge_secret_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text(" \n\t\n")
+    huge = tmp_path / "huge"
+    huge.write_text("x" * 100_000)
+    missing = tmp_path / "missing"
+    for path, problem in ((empty, "is empty"), (missing, "cannot read"),
+                          (huge, "larger than"), (tmp_path, "cannot read")):
+        message = _error({"node_id": "n1", "cluster_secret_file": str(path)})
+        assert message.startswith("bad setting --cluster-secret-file: "), message
+        assert problem in message
+        message = _error({"node_id": "n1"}, {"RINGKV_CLUSTER_SECRET_FILE": str(path)})
+        assert message.startswith("bad setting RINGKV_CLUSTER_SECRET_FILE: "), message
+
+
+def test_a_secret_and_a_secret_file_together_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text("from-file\n")
+    message = _error({"node_id": "n1", "cluster_secret": "s",
+                      "cluster_secret_file": str(path)})
+    assert message == ("bad setting --cluster-secret-file: give either --cluster-secret or"
+                       " --cluster-secret-file, not both")
+    message = _error({"node_id": "n1"}, {"RINGKV_CLUSTER_SECRET": "s",
+                                         "RINGKV_CLUSTER_SECRET_FILE": str(path)})
+    assert "RINGKV_CLUSTER_SECRET or RINGKV_CLUSTER_SECRET_FILE, not both" in message
+    # an empty variable counts as unset, as everywhere
+    assert load_config({"node_id": "n1"}, {"RINGKV_CLUSTER_SECRET": "",
+                                           "RINGKV_CLUSTER_SECRET_FILE": str(path)}
+                       ).cluster_secret == "from-file"

@@ -3,6 +3,7 @@ bad setting stops `serve` at once with one line, before the node runtime is impo
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -165,3 +166,109 @@ def test_dev_cluster_spec_validation(overrides: dict[str, Any], expected: str) -
 
     with pytest.raises(ConfigError, match=re.escape(expected)):
         DevClusterSpec(**overrides).validate()
+
+
+# ------------------------------------------------------------- internode authentication
+
+
+def test_serve_on_a_non_loopback_host_without_a_secret_exits_at_once() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ringkv", "serve", "--node-id", "n1", "--host", "0.0.0.0"],
+        capture_output=True, text=True, cwd=REPO, env=_clean_env(), timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("bad setting --cluster-secret: ")
+
+
+def _invoke_serve(monkeypatch: pytest.MonkeyPatch, args: list[str],
+                  env: dict[str, str]) -> tuple[Any, list[NodeConfig]]:
+    from ringkv.tools import cli
+
+    seen: list[NodeConfig] = []
+    fake = types.ModuleType("ringkv.server.serve")
+    fake.serve = lambda config: seen.append(config) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ringkv.server.serve", fake)
+    base = {k: "" for k in os.environ if k.startswith("RINGKV_")}
+    return CliRunner().invoke(cli.main, ["serve", *args], env={**base, **env}), seen
+
+
+def test_serve_insecure_flag_and_secret_file(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    result, seen = _invoke_serve(monkeypatch, ["--node-id", "n1", "--host", "0.0.0.0",
+                                               "--insecure"], {})
+    assert result.exit_code == 0, result.output
+    assert seen[-1].insecure and seen[-1].cluster_secret is None
+    result, seen = _invoke_serve(monkeypatch, ["--node-id", "n1"],
+                                 {"RINGKV_HOST": "0.0.0.0", "RINGKV_INSECURE": "1"})
+    assert result.exit_code == 0, result.output
+    assert seen[-1].insecure
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    result, seen = _invoke_serve(monkeypatch, ["--node-id", "n1", "--host", "0.0.0.0",
+                                               "--cluster-secret-file", str(secret)], {})
+    assert result.exit_code == 0, result.output
+    assert seen[-1].cluster_secret == "from-a-file" and not seen[-1].insecure
+    result, seen = _invoke_serve(monkeypatch, ["--node-id", "n1", "--host", "0.0.0.0"], {})
+    assert result.exit_code == 2 and not seen
+    assert result.stderr.startswith("bad setting --cluster-secret: ")
+
+
+def test_dev_cluster_secret_goes_by_environment_never_argv(tmp_path: Path) -> None:
+    from ringkv.tools.devcluster import DevClusterSpec
+
+    spec = DevClusterSpec(nodes=3, data_dir=str(tmp_path), cluster_secret="given-secret")
+    for i in (1, 2, 3):
+        assert not any("given-secret" in arg for arg in spec.node_command(i))
+        assert "--cluster-secret" not in spec.node_args(i)
+    env = spec.node_env({"PATH": "/bin", "RINGKV_CLUSTER_SECRET_FILE": "/elsewhere"})
+    assert env == {"PATH": "/bin", "RINGKV_CLUSTER_SECRET": "given-secret"}
+    # chosen: the option, else RINGKV_CLUSTER_SECRET, else a new random one per run
+    assert spec.with_secret({"RINGKV_CLUSTER_SECRET": "env"}).cluster_secret == "given-secret"
+    bare = DevClusterSpec(nodes=3)
+    assert bare.with_secret({"RINGKV_CLUSTER_SECRET": "env"}).cluster_secret == "env"
+    made = {bare.with_secret({}).cluster_secret for _ in range(3)}
+    assert len(made) == 3 and all(s and len(s) >= 32 for s in made)
+
+
+def test_dev_cluster_starts_nodes_with_the_secret_in_their_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from rich.console import Console
+
+    from ringkv.tools import devcluster
+
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    class ExitedAtOnce:  # a node that fails to start: dev-cluster gives up after one
+        def __init__(self, command: list[str], **kwargs: Any) -> None:
+            started.append((command, kwargs["env"]))
+
+        def poll(self) -> int:
+            return 1
+
+    monkeypatch.setattr(devcluster.subprocess, "Popen", ExitedAtOnce)
+    monkeypatch.setattr(devcluster, "_port_in_use", lambda port: False)
+    monkeypatch.delenv("RINGKV_CLUSTER_SECRET", raising=False)
+    monkeypatch.setenv("RINGKV_CLUSTER_SECRET_FILE", str(tmp_path / "not-this-one"))
+    spec = devcluster.DevClusterSpec(nodes=3, data_dir=str(tmp_path), storage="memory")
+    code = devcluster.run_dev_cluster(spec, startup_timeout=5,
+                                      console=Console(file=io.StringIO()))
+    assert code == 1
+    ((command, env),) = started
+    secret = env["RINGKV_CLUSTER_SECRET"]
+    assert len(secret) >= 32
+    assert "RINGKV_CLUSTER_SECRET_FILE" not in env
+    assert not any(secret in arg for arg in command)
+    assert "--cluster-secret" not in command
+    assert secret not in (tmp_path / "n1" / "node.log").read_text()
+
+
+def test_dev_cluster_refuses_fewer_nodes_than_the_default_quorum() -> None:
+    from ringkv.tools.devcluster import DevClusterSpec
+
+    with pytest.raises(ConfigError, match="bad setting --nodes: 1 node"):
+        DevClusterSpec(nodes=1).validate()
+    DevClusterSpec(nodes=1, n=1, r=1, w=1).validate()
+    DevClusterSpec(nodes=2).validate()
