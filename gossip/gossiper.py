@@ -34,7 +34,8 @@ Invariants:
   held for the member; a record with a new generation (a restart) resets the member's
   heartbeat and its detector history, and marks it up at once.
 - Refutation: a record of ourselves that is newer than ours, or as new but different,
-  is answered by bumping our own version past it. A `left` record of ourselves is
+  is answered by bumping our own version past it, unless it is at or over REFUTE_LIMIT
+  (a forgery: our version stays where peers decode it). A `left` record of ourselves is
   adopted instead: a removal is final, and the node learns it through `changed`;
   unless we are joining under another generation: a new life, which the removal of an
   earlier one does not touch.
@@ -48,7 +49,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from gossip.membership import JOINING, LEFT, Member, Membership
+from gossip.membership import JOINING, LEFT, REFUTE_LIMIT, Member, Membership
 from gossip.messages import Beat, GossipAck, GossipAck2, GossipSyn
 from gossip.phi import PhiAccrualDetector
 
@@ -267,6 +268,10 @@ class Gossiper:
             res.changed.append(rec)
             return
         if rec.version < mine.version or rec == mine:
+            return
+        if rec.version >= REFUTE_LIMIT:
+            # A forgery (see COUNTER_LIMIT): refuting it, or a status change after, could
+            # take our version past what peers decode, and they would refuse all we send.
             return
         # A joiner with a new generation is a new life of this node id (a removed node
         # rejoining with an empty disk): the removal of an earlier life is not about it,

@@ -16,14 +16,46 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TypeGuard
+
+from ring.allocation import MAX_VNODES
 
 # The node-id rule of the contract, in its one home: configuration, member records and
 # the transport's handshake (which is handed `valid_node_id`) all check ids with it.
 NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def valid_node_id(node_id: object) -> bool:
+def valid_node_id(node_id: object) -> TypeGuard[str]:
     return type(node_id) is str and NODE_ID_RE.fullmatch(node_id) is not None
+
+
+# Versions, heartbeat counters and generations are below 2^62: a node draws its
+# generation with 62 random bits, and a bound that far under msgpack's uint64 leaves room
+# for every `+ 1` a node makes (a refutation, a status change) without overflow. A
+# version reaches it only by a forged record (one bump a millisecond takes 146 million
+# years), so anything at or over it is refused where it is decoded.
+COUNTER_LIMIT = 1 << 62
+# A node refutes no record of itself at or over this version (only a forgery gets
+# there): the 2^32 versions left under COUNTER_LIMIT are its room to refute one under it
+# and change status after, so its own record never passes what peers decode.
+REFUTE_LIMIT = COUNTER_LIMIT - (1 << 32)
+# Tokens are ring positions (64-bit), at most MAX_VNODES of them a member.
+TOKEN_LIMIT = 1 << 64
+MAX_TOKENS = MAX_VNODES
+# An address is `host:port`: a DNS name (at most 253 characters) or an IPv6 literal.
+MAX_ADDRESS = 260
+
+
+def valid_counter(x: object) -> TypeGuard[int]:
+    return type(x) is int and 0 <= x < COUNTER_LIMIT
+
+
+def valid_address(addr: object) -> bool:
+    if type(addr) is not str or not 3 <= len(addr) <= MAX_ADDRESS:
+        return False
+    host, _, port = addr.rpartition(":")
+    return (bool(host) and host.isprintable() and not any(c.isspace() for c in host)
+            and port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535)
 
 
 JOINING = "joining"
@@ -45,6 +77,9 @@ class Member:
     generation: int  # changes when the node's data dir is new
 
     def to_wire(self) -> list[object]:
+        # `from_wire` checks every field (ids, `host:port` addresses, status, at most
+        # MAX_TOKENS tokens, counters under COUNTER_LIMIT): a record from a peer or a
+        # disk holds nothing a node cannot act on.
         return [self.node_id, self.http, self.rpc, list(self.tokens), self.status,
                 self.version, self.generation]
 
@@ -53,13 +88,16 @@ class Member:
         if not (isinstance(doc, list) and len(doc) == 7):
             raise ValueError("malformed member record")
         node_id, http, rpc, tokens, status, version, generation = doc
-        if not (isinstance(node_id, str) and isinstance(http, str) and isinstance(rpc, str)
-                and isinstance(tokens, list) and status in STATUSES
-                and isinstance(version, int) and isinstance(generation, int)):
-            raise ValueError("malformed member record")
-        if isinstance(version, bool) or isinstance(generation, bool) or not all(
-                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 1 << 64
-                for t in tokens):
+        if not valid_node_id(node_id):
+            raise ValueError("member record with a malformed node id")
+        if not (valid_address(http) and valid_address(rpc)):
+            raise ValueError("member record with a malformed address")
+        if type(status) is not str or status not in STATUSES:
+            raise ValueError("member record with an unknown status")
+        if not (valid_counter(version) and valid_counter(generation)):
+            raise ValueError("member record version or generation out of range")
+        if type(tokens) is not list or len(tokens) > MAX_TOKENS or not all(
+                type(t) is int and 0 <= t < TOKEN_LIMIT for t in tokens):
             raise ValueError("malformed member tokens")
         return Member(node_id, http, rpc, tuple(tokens), status, version, generation)
 

@@ -13,9 +13,10 @@ list `[id, gen, counter, version, id, ...]`, which saves a msgpack header per me
 (a 200-node digest is ~4.5 KB).
 
 Invariants: `from_fields` accepts exactly what `to_fields` produces and raises
-`ValueError`/`TypeError` on anything else, with sizes bounded (ids 1-64 characters,
-integers in [0, 2^64), at most `MAX_MEMBERS` beats, records or ids, at most
-`MAX_TOKENS` tokens a record), so a peer's garbage never reaches the gossiper.
+`ValueError`/`TypeError` on anything else, with sizes bounded (ids follow the node-id rule,
+integers in [0, COUNTER_LIMIT = 2^62), at most `MAX_MEMBERS` beats, records or ids, and
+every record checked whole by `Member.from_wire`), so a peer's garbage never reaches the
+gossiper.
 """
 
 from __future__ import annotations
@@ -23,15 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from gossip.membership import Member
-from ring.allocation import MAX_VNODES
+from gossip.membership import COUNTER_LIMIT, MAX_TOKENS, Member, valid_counter, valid_node_id
 
 __all__ = ["MAX_MEMBERS", "MAX_TOKENS", "Beat", "GossipAck", "GossipAck2", "GossipSyn"]
 
 MAX_MEMBERS = 4096  # far above any cluster this protocol is meant for
-MAX_TOKENS = MAX_VNODES
-MAX_ID = 64
-_LIMIT = 1 << 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +40,13 @@ class Beat:
 
 
 def _uint(x: Any) -> int:
-    if type(x) is not int or not 0 <= x < _LIMIT:
-        raise ValueError("expected an integer in [0, 2^64)")
+    if not valid_counter(x):
+        raise ValueError(f"expected an integer in [0, {COUNTER_LIMIT})")
     return x
 
 
 def _node_id(x: Any) -> str:
-    if type(x) is not str or not 1 <= len(x) <= MAX_ID:
+    if not valid_node_id(x):
         raise ValueError("malformed node id")
     return x
 
@@ -78,13 +75,7 @@ def _beats(x: Any) -> tuple[Beat, ...]:
 def _records(x: Any) -> tuple[Member, ...]:
     out = []
     for doc in _list(x, MAX_MEMBERS, "record"):
-        m = Member.from_wire(doc)
-        _node_id(m.node_id)
-        if len(m.tokens) > MAX_TOKENS:
-            raise ValueError("member record has too many tokens")
-        _uint(m.version)
-        _uint(m.generation)
-        out.append(m)
+        out.append(Member.from_wire(doc))  # checks every field
     return tuple(out)
 
 

@@ -11,6 +11,8 @@ change, range transfers are told (`ring_changed`).
 Invariants:
 - A node's own record comes from a seed's join reply (or from its own disk): until it
   has joined it ignores gossip, and takes no part in requests.
+- A saved record that does not decode is skipped (and counted), never fatal: the node
+  still starts and learns the other members.
 - Every record is persisted before the effects of its change leave, so a restart
   resumes with the membership it last acted on.
 - A node that left (or was removed) and is started again joins again: it holds no ring
@@ -88,6 +90,7 @@ class Cluster:
     def __init__(self, node: ClusterNode, now: float) -> None:
         self._node = node
         self._next_join = now
+        self.skipped_records = 0  # saved member records that no longer decode
 
     def handlers(self) -> dict[int, Handler]:
         """The handler of each gossip and join message, by type id."""
@@ -111,7 +114,7 @@ class Cluster:
         records = node.store.get_meta("members")
         if isinstance(cluster, dict) and isinstance(records, list):
             node.n, node.r, node.w = int(cluster["n"]), int(cluster["r"]), int(cluster["w"])
-            node.members.merge(Member.from_wire(m) for m in records)
+            node.members.merge(self._decode_saved(records))
             me = node.members.get(node.id)
             if me is not None and me.tokens:
                 # A restart: same place in the ring and status, fresh addresses and
@@ -131,6 +134,20 @@ class Cluster:
             self.persist()
             return True
         return False
+
+    def _decode_saved(self, records: list[object]) -> list[Member]:
+        """The saved records that decode; the others are counted in `skipped_records`.
+
+        A bad record on disk (saved before ids were checked where records are decoded)
+        must not stop the node from starting or from learning the other members.
+        """
+        good = []
+        for doc in records:
+            try:
+                good.append(Member.from_wire(doc))
+            except (ValueError, TypeError):
+                self.skipped_records += 1
+        return good
 
     def _own_rpc(self) -> str:
         return f"{self._node.config.advertise_host}:{self._node.config.rpc_port}"

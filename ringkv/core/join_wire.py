@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from gossip.membership import Member
+from gossip.messages import MAX_MEMBERS
 
 
 def _int(doc: Any) -> int:
@@ -29,8 +30,8 @@ def _int(doc: Any) -> int:
 
 
 def _members(doc: Any) -> tuple[Member, ...]:
-    if not isinstance(doc, list):
-        raise ValueError("expected a list of member records")
+    if type(doc) is not list or len(doc) > MAX_MEMBERS:
+        raise ValueError("expected a list of at most MAX_MEMBERS member records")
     return tuple(Member.from_wire(m) for m in doc)
 
 

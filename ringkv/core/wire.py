@@ -19,7 +19,9 @@ that knows every type id:
     40-43  range transfers             ringkv.core.transfer_wire
 
 `decode` validates shape and types and raises `WireError` on anything else, so a
-malformed frame from a peer is refused without touching node state.
+malformed frame from a peer is refused without touching node state; msgpack builds the
+document under the limits below (array, string and bin lengths, arrays in all), so a
+hostile frame is refused before it can take memory out of proportion to its size.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgpack
 
+from antientropy.messages import MAX_ITEMS as AE_MAX_ITEMS
 from antientropy.messages import MESSAGES as AE_MESSAGES
 from coordinator.effects import Message as AnyMessage
 from coordinator.messages import DATA_MESSAGES
@@ -77,9 +80,55 @@ def encode(msg: AnyMessage) -> bytes:
     return packed
 
 
+# Decoding limits, checked by msgpack while it builds the document, before any message
+# looks at it: without them one 8 MiB frame of nested empty arrays builds ~8 million
+# lists (~690 MB). Each is an honest ceiling over what real messages need:
+# - the longest array any `from_fields` accepts is anti-entropy's flattened (index,
+#   hash) pairs, 2 x antientropy MAX_ITEMS (2^17); beats are 4 x MAX_MEMBERS, tokens
+#   MAX_VNODES, a range batch MAX_BATCH_KEYS: all shorter.
+MAX_ARRAY_LEN = 2 * AE_MAX_ITEMS
+# - no message carries a map (records, clocks and batches are arrays).
+MAX_MAP_LEN = 0
+# - strings are node ids (64), addresses (260), content types and error texts: 64 KiB
+#   is far above any of them.
+MAX_STR_LEN = 1 << 16
+# - bins are keys (1 KiB) and values (up to the node's max_value_bytes, 1 MiB by
+#   default and not bounded above by configuration): the transport's frame cap is the
+#   only honest ceiling (a claim longer than the frame itself is refused without
+#   allocating).
+MAX_BIN_LEN = 64 << 20
+# - containers in one message: the largest is a range batch or anti-entropy page of
+#   1,000 records, each 2 arrays plus one a sibling and one a clock entry; at 100
+#   siblings and 100 clock entries that is ~200,000. Twice that, rounded up, bounds the
+#   lists of a hostile frame at ~40 MB whatever its nesting. Scalars still cost up to
+#   ~20 times their wire size (a 2-character string: 3 bytes on the wire, ~50 in memory),
+#   which only the transport's frame cap bounds.
+MAX_CONTAINERS = 1 << 19
+
+
+class _Budget:
+    """Counts the containers msgpack builds (its list hook) and stops it past the cap."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_CONTAINERS
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        self.left -= 1
+        if self.left < 0:
+            raise WireError(f"frame holds more than {MAX_CONTAINERS} arrays")
+        return items
+
+
 def decode(frame: bytes) -> Message:
     try:
-        doc = msgpack.unpackb(frame, raw=False, use_list=True, strict_map_key=True)
+        doc = msgpack.unpackb(
+            frame, raw=False, use_list=True, strict_map_key=True, list_hook=_Budget(),
+            max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_str_len=MAX_STR_LEN,
+            max_bin_len=MAX_BIN_LEN, max_ext_len=0)
+    except WireError:
+        raise
     except Exception as exc:  # msgpack raises many types on garbage
         raise WireError("frame is not msgpack") from exc
     if not isinstance(doc, list) or not doc:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+import tracemalloc
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coordinator.messages import (
     ForwardReply,
@@ -17,10 +20,17 @@ from coordinator.messages import (
     ReplicaPutAck,
 )
 from coordinator.requests import QuorumFailed, Rejected, WriteOk, WriteRequest
-from gossip.membership import UP, Member
+from gossip.membership import COUNTER_LIMIT, MAX_TOKENS, UP, Member
+from gossip.messages import MAX_MEMBERS
 from ringkv.core import wire
 from ringkv.core.join_wire import JoinReply, JoinRequest
-from ringkv.core.transfer_wire import RangeBatch, RangeBusy, RangeFetch, SyncDone
+from ringkv.core.transfer_wire import (
+    MAX_BATCH_KEYS,
+    RangeBatch,
+    RangeBusy,
+    RangeFetch,
+    SyncDone,
+)
 from storage.versions import EMPTY_CONTEXT, update
 
 ACTOR = ("n1", 42, 7)
@@ -141,3 +151,101 @@ def test_mutated_messages_are_wire_errors_or_valid() -> None:
         frame = msgpack.packb(mutate(doc, rng), use_bin_type=True)
         with contextlib.suppress(wire.WireError):
             wire.decode(frame)
+
+
+# --- hostile frames: refused before they take memory out of proportion to their size --
+
+FRAME = 8 << 20  # an 8 MiB frame
+
+
+def _array32(n: int) -> bytes:
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _peak_decoding(frame: bytes) -> tuple[int, str]:
+    """Peak traced bytes while decoding `frame`, and the WireError it raised."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(wire.WireError) as err:
+            wire.decode(frame)
+        return tracemalloc.get_traced_memory()[1], str(err.value)
+    finally:
+        tracemalloc.stop()
+
+
+HOSTILE = {
+    # one array claiming 8 million empty arrays (msgpack builds ~690 MB of lists)
+    "flat empty arrays": _array32(FRAME - 5) + b"\x90" * (FRAME - 5),
+    # the same in rows short enough to pass any per-array length limit
+    "nested empty arrays": _array32(128) + (_array32(65_536) + b"\x90" * 65_536) * 127,
+    # the type id, then 8 MiB of one-element arrays nested in each other
+    "deep arrays": b"\x92\x04" + b"\x91" * (FRAME - 3) + b"\xc0",
+    "huge map": b"\x92\x04\xdf" + (FRAME // 2).to_bytes(4, "big") + b"\x00\xc0" * (FRAME // 2),
+    "huge map claim": b"\x92\x04\xdf\xff\xff\xff\xff",
+    "huge bin claim": b"\x93\x0c\x07\xc6\xff\xff\xff\xff" + b"\x00" * 64,
+    "huge str claim": b"\x92\x04\xdb\xff\xff\xff\xff" + b"a" * 64,
+    "huge array claim": b"\x92\x04\xdd\xff\xff\xff\xff",
+    "long string": b"\x92\x04\xdb" + FRAME.to_bytes(4, "big") + b"a" * FRAME,
+    "ext": b"\x92\x04\xc7" + (200).to_bytes(1, "big") + b"\x01" + b"\x00" * 200,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_hostile_frame_is_refused_within_a_memory_ceiling(name: str) -> None:
+    peak, _ = _peak_decoding(HOSTILE[name])
+    assert peak < 64 << 20, f"{name}: {peak / 2**20:.0f} MiB"
+
+
+def test_the_limits_cover_the_largest_legitimate_messages() -> None:
+    big = Member("n" * 64, "h" * 250 + ":65535", "h" * 250 + ":65535",
+                 tuple(range(MAX_TOKENS)), UP, COUNTER_LIMIT - 1, COUNTER_LIMIT - 1)
+    many = tuple(Member(f"n{i}", "h:1", "h:2", tuple(range(8)), UP, 1, 1)
+                 for i in range(MAX_MEMBERS))
+    for msg in (JoinReply(True, "", (big, *many[1:]), 3, 2, 2), JoinRequest(big, 4096),
+                RangeBatch(1, tuple((b"k%d" % i, STATE) for i in range(MAX_BATCH_KEYS)),
+                           None)):
+        frame = wire.encode(msg)
+        assert wire.encode(wire.decode(frame)) == frame
+    assert MAX_TOKENS <= wire.MAX_ARRAY_LEN and 4 * MAX_MEMBERS <= wire.MAX_ARRAY_LEN
+
+
+# --- fuzz: anything decodes to a message that re-encodes to the same bytes, or is a
+# WireError, for every registered type --------------------------------------------------
+
+LEAVES = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+          | st.floats(allow_nan=False) | st.text(max_size=70) | st.binary(max_size=70)
+          | st.sampled_from(["n1", "h:1", "127.0.0.1:9001", UP, "left", "bad id!", "../x"]))
+DOCS = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=6), max_leaves=40)
+
+
+def _decodes_canonically_or_refuses(frame: bytes, packed: bool = True) -> None:
+    """`frame` is refused with a WireError (and nothing else), or it decodes to a message
+    that encodes to the same bytes: exactly `frame` when msgpack packed it (random bytes
+    may spell an integer in a longer form than msgpack's, and re-encode shorter)."""
+    try:
+        msg = wire.decode(frame)
+    except wire.WireError:
+        return
+    again = wire.encode(msg)
+    assert wire.encode(wire.decode(again)) == again
+    if packed:
+        assert again == frame
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=256))
+def test_fuzz_random_bytes(frame: bytes) -> None:
+    _decodes_canonically_or_refuses(frame, packed=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(wire._TYPES)), st.lists(DOCS, max_size=8))
+def test_fuzz_random_documents_of_every_type(type_id: int, fields: list[object]) -> None:
+    _decodes_canonically_or_refuses(msgpack.packb([type_id, *fields], use_bin_type=True))
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.sampled_from(MESSAGES), st.randoms(use_true_random=False))
+def test_fuzz_mutated_messages(msg: wire.Message, rng: random.Random) -> None:
+    doc = msgpack.unpackb(wire.encode(msg), raw=False)
+    _decodes_canonically_or_refuses(msgpack.packb(mutate(doc, rng), use_bin_type=True))

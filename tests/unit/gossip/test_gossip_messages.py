@@ -9,14 +9,17 @@ from typing import Any
 import msgpack
 import pytest
 
-from gossip.membership import LEFT, UP, Member
+from gossip.membership import COUNTER_LIMIT, LEFT, UP, Member
 from gossip.messages import MAX_MEMBERS, MAX_TOKENS, Beat, GossipAck, GossipAck2, GossipSyn
 from ringkv.core import wire
 
-M1 = Member("n1", "127.0.0.1:8001", "127.0.0.1:9001", (0, 5, 2**64 - 1), UP, 3, 2**62)
-M2 = Member("n2", "h:1", "h:2", (), LEFT, 9, 0)
-B1 = Beat("n1", 2**62, 17, 3)
-B2 = Beat("n2" * 32, 0, 0, 2**64 - 1)
+# The largest legal values: tokens are 64-bit ring positions; versions, counters and
+# generations stay under COUNTER_LIMIT (2^62).
+TOP = COUNTER_LIMIT - 1
+M1 = Member("n1", "127.0.0.1:8001", "127.0.0.1:9001", (0, 5, 2**64 - 1), UP, 3, TOP)
+M2 = Member("n2", "h:1", "[::1]:2", (), LEFT, 9, 0)
+B1 = Beat("n1", TOP, 17, 3)
+B2 = Beat("n2" * 32, 0, TOP, TOP)
 
 MESSAGES = [
     GossipSyn(()),
@@ -68,6 +71,29 @@ GARBAGE = [
     frame(7, [], [[*GOOD_MEMBER[:3], [1] * (MAX_TOKENS + 1), *GOOD_MEMBER[4:]]], []),
     frame(7, [], [[*GOOD_MEMBER[:5], -1, GOOD_MEMBER[6]]], []),  # negative version
     frame(7, [], [["", *GOOD_MEMBER[1:]]], []),           # empty member id
+    frame(7, [], [["bad id!", *GOOD_MEMBER[1:]]], []),    # ids follow the node-id rule
+    frame(7, [], [["../x", *GOOD_MEMBER[1:]]], []),
+    frame(7, [], [["n" * 65, *GOOD_MEMBER[1:]]], []),
+    frame(6, ["bad id!", 1, 2, 3], None),
+    frame(6, [], ["../x", *GOOD_MEMBER[1:]]),
+    frame(7, [], [], ["bad id!"]),
+    frame(7, [], [[GOOD_MEMBER[0], "nohost", *GOOD_MEMBER[2:]]], []),  # addresses
+    frame(7, [], [[GOOD_MEMBER[0], "h:99999", *GOOD_MEMBER[2:]]], []),
+    frame(7, [], [[GOOD_MEMBER[0], "h:", *GOOD_MEMBER[2:]]], []),
+    frame(7, [], [[*GOOD_MEMBER[:2], ":80", *GOOD_MEMBER[3:]]], []),
+    frame(7, [], [[*GOOD_MEMBER[:2], 80, *GOOD_MEMBER[3:]]], []),
+    frame(7, [], [[*GOOD_MEMBER[:2], "a b:80", *GOOD_MEMBER[3:]]], []),
+    frame(7, [], [[*GOOD_MEMBER[:2], "h" * 300 + ":80", *GOOD_MEMBER[3:]]], []),
+    frame(7, [], [[*GOOD_MEMBER[:3], [-1], *GOOD_MEMBER[4:]]], []),  # token range
+    frame(7, [], [[*GOOD_MEMBER[:3], [True], *GOOD_MEMBER[4:]]], []),
+    frame(7, [], [[*GOOD_MEMBER[:4], ["up"], *GOOD_MEMBER[5:]]], []),   # status type
+    frame(7, [], [[*GOOD_MEMBER[:5], 2**64 - 1, GOOD_MEMBER[6]]], []),  # over the bound
+    frame(7, [], [[*GOOD_MEMBER[:5], COUNTER_LIMIT, GOOD_MEMBER[6]]], []),
+    frame(7, [], [[*GOOD_MEMBER[:6], COUNTER_LIMIT]], []),
+    frame(7, [], [[*GOOD_MEMBER[:5], True, GOOD_MEMBER[6]]], []),
+    frame(6, ["n1", 1, 2, 2**64 - 1], None),                # beat version over the bound
+    frame(6, ["n1", COUNTER_LIMIT, 2, 3], None),
+    frame(6, ["n1", 1, COUNTER_LIMIT, 3], None),
     frame(7, [], [], [""]),                               # bad wanted id
     frame(7, [], [], "n1"),                               # wanted not a list
     frame(7, [], []),                                     # missing field
