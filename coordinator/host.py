@@ -28,6 +28,9 @@ class Settings(Protocol):
     @property
     def hint_replay_batch(self) -> int: ...
 
+    @property
+    def max_siblings(self) -> int: ...
+
 
 class Host(Protocol):
     """The node as the coordinator sees it."""

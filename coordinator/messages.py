@@ -24,7 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from coordinator.requests import ClientResponse, QuorumFailed, Rejected, WriteOk, WriteRequest
+from coordinator.requests import (
+    ClientResponse,
+    QuorumFailed,
+    Rejected,
+    TooManySiblings,
+    WriteOk,
+    WriteRequest,
+)
 from storage.versions import Context, Versions, decode_context, encode_context, from_wire, to_wire
 
 __all__ = ["DATA_MESSAGES", "MAX_KEY_BYTES", "REPAIR_ID", "ForwardReply", "ForwardWrite",
@@ -91,6 +98,8 @@ def _response_doc(resp: ClientResponse) -> list[Any]:
         return ["quorum", resp.acks, resp.required, resp.error]
     if isinstance(resp, Rejected):
         return ["rejected", resp.message]
+    if isinstance(resp, TooManySiblings):
+        return ["siblings", resp.siblings, resp.limit]
     raise ValueError(f"cannot forward a {type(resp).__name__}")
 
 
@@ -104,6 +113,8 @@ def _response(doc: Any) -> ClientResponse:
         return QuorumFailed(_int(doc[1]), _int(doc[2]), doc[3])
     if kind == "rejected" and len(doc) == 2 and isinstance(doc[1], str):
         return Rejected(doc[1])
+    if kind == "siblings" and len(doc) == 3:
+        return TooManySiblings(_int(doc[1]), _int(doc[2]))
     raise ValueError("malformed response")
 
 

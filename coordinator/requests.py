@@ -69,4 +69,16 @@ class Rejected:
     message: str
 
 
-ClientResponse = WriteOk | ReadOk | NotFound | QuorumFailed | Rejected
+@dataclass(frozen=True, slots=True)
+class TooManySiblings:
+    """A write refused because the key would hold more than `limit` versions (a 409).
+
+    `siblings` counts the versions the write would have left (tombstones included),
+    the new one among them; nothing was stored.
+    """
+
+    siblings: int
+    limit: int
+
+
+ClientResponse = WriteOk | ReadOk | NotFound | QuorumFailed | Rejected | TooManySiblings

@@ -13,6 +13,10 @@ Invariants:
 - A forwarded write is coordinated once: its (sender, id) is remembered for
   `FORWARD_MEMORY` seconds and a duplicate frame is dropped (coordinating it again
   would add a sibling).
+- Siblings are bounded: a write whose new state would hold more than `max_siblings`
+  versions (tombstones included) is answered `TooManySiblings` and changes nothing
+  (nothing stored or hinted, no fan-out); one whose context covers every sibling leaves
+  a single version and always works.
 - The coordinator's own ack is durable like any replica's: its quorum counts itself
   only once its local store has committed the write.
 """
@@ -26,7 +30,13 @@ from coordinator.host import Host, Stats, deadline, quorum_size, targets
 from coordinator.messages import ForwardReply, ForwardWrite, ReplicaPut, ReplicaPutAck
 from coordinator.ops import ForwardOp, OpTable, ReplyTo, WriteOp
 from coordinator.quorum import Target, WriteQuorum
-from coordinator.requests import QuorumFailed, Rejected, WriteOk, WriteRequest
+from coordinator.requests import (
+    QuorumFailed,
+    Rejected,
+    TooManySiblings,
+    WriteOk,
+    WriteRequest,
+)
 from ring.token import key_token
 from ring.transition import write_extras
 from storage.record import Record
@@ -63,7 +73,10 @@ class Writes:
         if mine is None and not forwarded:
             # Coordinate on a replica, which holds a stable actor for the key.
             return self._forward(req, w, chosen[0].node, reply_to, until, now)
-        state, client_ctx = self._form(token, req, mine, now)
+        formed = self._form(token, req, mine, now)
+        if isinstance(formed, TooManySiblings):
+            return [reply_to.answer(formed)]
+        state, client_ctx = formed
         self._hints.hint_uncovered(token, req.key, chosen, state)
         required = w + self._add_pending_owners(token, req.key, chosen, state, now)
         req_id = host.new_id()
@@ -88,8 +101,12 @@ class Writes:
         return [Send(replica, ForwardWrite(fwd, fwd_req)), SetTimer(until + FORWARD_GRACE, fwd)]
 
     def _form(self, token: int, req: WriteRequest, mine: Target | None,
-              now: float) -> tuple[Versions, Context]:
-        """The write's new state and client context, stored here (or hinted)."""
+              now: float) -> tuple[Versions, Context] | TooManySiblings:
+        """The write's new state and client context, stored here (or hinted).
+
+        A state with more siblings than `max_siblings` is refused before anything is
+        stored or hinted.
+        """
         host = self._host
         now_ms = int(now * 1000)
         expires = now_ms + req.ttl * 1000 if req.ttl else None
@@ -102,9 +119,12 @@ class Writes:
             state, client_ctx = update(base, req.context, actor, req.value,
                                        req.content_type, now_ms, expires)
             state = host.resolve(state)
+            if len(state.siblings) > host.config.max_siblings:
+                return TooManySiblings(len(state.siblings), host.config.max_siblings)
             host.store.put_record(token, req.key, Record(state, actor))
             return state, client_ctx
         # A fallback (or a node outside the list) holds no stable actor for the key.
+        # With no base it holds the new version only, so the sibling bound cannot bite.
         state, client_ctx = update(None, req.context, self._actors.fresh(), req.value,
                                    req.content_type, now_ms, expires)
         if mine is not None and mine.hint_for is not None:

@@ -39,6 +39,7 @@ from ringkv.client.protocol import (
     QuorumError,
     RingkvError,
     ServerError,
+    TooManySiblingsError,
     TransportError,
 )
 from ringkv.client.protocol import HttpRequest as HttpRequest
@@ -73,5 +74,6 @@ __all__ = [
     "QuorumError",
     "RingkvError",
     "ServerError",
+    "TooManySiblingsError",
     "TransportError",
 ]

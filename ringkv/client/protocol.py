@@ -47,6 +47,7 @@ __all__ = [
     "QuorumError",
     "RingkvError",
     "ServerError",
+    "TooManySiblingsError",
     "TransportError",
     "build_admin",
     "build_delete",
@@ -106,6 +107,18 @@ class BadRequestError(RingkvError):
 class AuthError(BadRequestError):
     """401 / 403: an admin endpoint refused the request (no admin token, or a wrong one,
     or no token configured and the client not on the node's loopback)."""
+
+
+class TooManySiblingsError(BadRequestError):
+    """409: the write would leave the key with more than `limit` versions; nothing changed.
+
+    Read the key and write with its context (which covers the siblings): that always works.
+    """
+
+    def __init__(self, message: str, siblings: int, limit: int) -> None:
+        self.siblings = siblings
+        self.limit = limit
+        super().__init__(409, message)
 
 
 class ServerError(RingkvError):
@@ -320,6 +333,9 @@ def error_for(resp: HttpResponse) -> RingkvError:
         )
     if resp.status in (401, 403):
         return AuthError(resp.status, message)
+    siblings, limit = doc.get("siblings"), doc.get("limit")
+    if resp.status == 409 and isinstance(siblings, int) and isinstance(limit, int):
+        return TooManySiblingsError(message, siblings, limit)
     if 400 <= resp.status < 500:
         return BadRequestError(resp.status, message)
     return ServerError(resp.status, message)

@@ -29,6 +29,7 @@ __all__ = [
     "NodeConfig",
     "ENV_PREFIX",
     "LOG_LEVELS",
+    "MAX_SIBLINGS",
     "STORAGE_ENGINES",
     "SYNC_MODES",
     "CONFLICT_MODES",
@@ -46,6 +47,7 @@ ENV_PREFIX = "RINGKV_"
 STORAGE_ENGINES = ("lmdb", "memory")
 SYNC_MODES = ("group", "none")
 CONFLICT_MODES = ("dvv", "lww")
+MAX_SIBLINGS = 10000  # the highest --max-siblings: beyond it one key's writes crawl
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -108,6 +110,11 @@ class NodeConfig:
     # 1 MiB, as the contract says: large enough for documents, small enough that one
     # value never stalls the replication pipe.
     max_value_bytes: int = 1 << 20
+    # Versions one key may hold: context-less writes each add a sibling, and every
+    # write to a key costs time linear in its siblings, so an unbounded key becomes
+    # quadratic. 100 is far beyond any honest conflict; a write whose context covers
+    # the siblings leaves one and always works (contract section 4).
+    max_siblings: int = 100
     # 3 s: well above a healthy LAN round trip plus an fsync, well below a client's
     # patience; requests may ask for less or more with ?timeout=.
     request_timeout_ms: int = 3000
@@ -209,6 +216,7 @@ SETTING_KINDS: dict[str, str] = {
     "anti_entropy_interval": "float",
     "sync": "choice",
     "max_value_bytes": "int",
+    "max_siblings": "int",
     "request_timeout_ms": "int",
     "heartbeat_interval": "float",
     "phi_convict_threshold": "float",
@@ -353,6 +361,9 @@ def check_settings(values: Mapping[str, Any], labels: Mapping[str, str]) -> None
     for name in ("anti_entropy_interval", "heartbeat_interval", "phi_convict_threshold"):
         if values[name] <= 0:
             fail(name, f"must be greater than 0, got {values[name]}")
+    if not 1 <= values["max_siblings"] <= MAX_SIBLINGS:
+        fail("max_siblings",
+             f"must be between 1 and {MAX_SIBLINGS}, got {values['max_siblings']}")
     if values["join_settle"] < 0:
         fail("join_settle", f"must be at least 0, got {values['join_settle']}")
     for name in ("max_value_bytes", "request_timeout_ms", "hint_replay_batch"):

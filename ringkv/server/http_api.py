@@ -30,6 +30,7 @@ from coordinator.requests import (
     ReadOk,
     ReadRequest,
     Rejected,
+    TooManySiblings,
     WriteOk,
     WriteRequest,
 )
@@ -142,6 +143,12 @@ class Api:
             return _error(503, resp.error, acks=resp.acks, required=resp.required)
         if isinstance(resp, Rejected):
             return _error(400, resp.message)
+        if isinstance(resp, TooManySiblings):
+            # Contract section 4: nothing was stored; a write with the read's context
+            # (covering the siblings) always works.
+            return _error(409, f"key would hold {resp.siblings} versions; limit"
+                          f" {resp.limit}: write with the context of a read",
+                          siblings=resp.siblings, limit=resp.limit)
         if isinstance(resp, WriteOk):
             return web.Response(status=204, headers={"X-Context": encode_context(resp.context)})
         if isinstance(resp, NotFound):

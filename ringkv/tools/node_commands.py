@@ -47,6 +47,7 @@ _SERVE_OPTIONS: list[tuple[str, str, str]] = [
     ("anti_entropy_interval", "SECONDS", "Pause between Merkle exchanges per peer. [60]"),
     ("sync", "group|none", "fsync per group-commit batch, or leave it to the OS. [group]"),
     ("max_value_bytes", "BYTES", "Largest accepted value. [1048576]"),
+    ("max_siblings", "COUNT", "Most versions one key may hold; a write past it gets 409. [100]"),
     ("request_timeout_ms", "MS", "Coordinator timeout when a request gives none. [3000]"),
     ("heartbeat_interval", "SECONDS", "Seconds between gossip rounds. [0.5]"),
     ("phi_convict_threshold", "PHI", "Phi-accrual suspicion level that marks a peer down. [8]"),

@@ -50,6 +50,7 @@ def fallbacks(key: bytes, ring: Ring = RING) -> list[str]:
 class Settings:
     request_timeout_ms: int = TIMEOUT_MS
     hint_replay_batch: int = 2
+    max_siblings: int = 100
 
 
 def _keep_all(versions: Versions) -> Versions:

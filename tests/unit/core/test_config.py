@@ -240,6 +240,13 @@ def test_toml_file_with_typed_values(tmp_path: Path) -> None:
             "bad setting --heartbeat-interval: must be greater than 0",
         ),
         ({"hint_replay_batch": "0"}, {}, "bad setting --hint-replay-batch: must be at least 1"),
+        ({"max_siblings": "0"}, {}, "bad setting --max-siblings: must be between 1 and 10000"),
+        (
+            {},
+            {"RINGKV_MAX_SIBLINGS": "10001"},
+            "bad setting RINGKV_MAX_SIBLINGS: must be between 1 and 10000, got 10001",
+        ),
+        ({"max_siblings": "many"}, {}, "bad setting --max-siblings: not an integer"),
         ({"host": "a b"}, {}, "bad setting --host: not a host name or address"),
         ({"bogus": "1"}, {}, "bad setting --bogus: unknown setting"),
     ],
@@ -248,6 +255,18 @@ def test_validation_names_the_setting_in_one_line(
     cli: dict[str, object], env: dict[str, str], expected: str
 ) -> None:
     assert _error(cli, env).startswith(expected)
+
+
+def test_max_siblings_defaults_to_100_and_comes_from_flag_env_or_file(tmp_path: Path) -> None:
+    assert load_config({"node_id": "n1"}, {}).max_siblings == 100
+    assert load_config({"node_id": "n1", "max_siblings": "7"}, {}).max_siblings == 7
+    env = {"RINGKV_MAX_SIBLINGS": "10000"}
+    assert load_config({"node_id": "n1"}, env).max_siblings == 10000
+    assert load_config({"node_id": "n1", "max_siblings": "1"}, env).max_siblings == 1
+    path = _toml(tmp_path, 'node_id = "n1"\nmax_siblings = 42\n')
+    assert load_config({"config": path}, {}).max_siblings == 42
+    path = _toml(tmp_path, 'node_id = "n1"\nmax_siblings = 0\n')
+    assert _error({"config": path}).startswith(f"bad setting max_siblings in {path}: must be")
 
 
 def test_config_file_errors_name_key_and_file(tmp_path: Path) -> None:

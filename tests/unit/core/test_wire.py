@@ -19,7 +19,7 @@ from coordinator.messages import (
     ReplicaPut,
     ReplicaPutAck,
 )
-from coordinator.requests import QuorumFailed, Rejected, WriteOk, WriteRequest
+from coordinator.requests import QuorumFailed, Rejected, TooManySiblings, WriteOk, WriteRequest
 from gossip.membership import COUNTER_LIMIT, MAX_TOKENS, UP, Member
 from gossip.messages import MAX_MEMBERS
 from ringkv.core import wire
@@ -51,6 +51,7 @@ MESSAGES = [
     ForwardReply(9, WriteOk(CTX, 2)),
     ForwardReply(9, QuorumFailed(1, 2, "quorum not reached")),
     ForwardReply(9, Rejected("bad")),
+    ForwardReply(9, TooManySiblings(101, 100)),
     RangeFetch(11, 5, 2**64 - 1, None, 256),
     RangeFetch(12, 9, 3, b"\x00" * 8 + b"key", 1),
     RangeBatch(11, ((b"key", STATE), (b"k2", STATE)), b"\x00" * 8 + b"k2"),
@@ -100,6 +101,7 @@ PINNED = [
     "93150993a26f6baf6b7747526c4b4a754d536f48415a4102",
     "93150994a671756f72756d0102b271756f72756d206e6f742072656163686564",
     "93150992a872656a6563746564a3626164",
+    "93150993a87369626c696e67736564",
 ]
 
 
@@ -123,6 +125,15 @@ def test_a_wrong_arity_or_an_unknown_type_is_a_wire_error() -> None:
             wire.decode(msgpack.packb(doc, use_bin_type=True))
     with pytest.raises(wire.WireError, match="not a message"):
         wire.encode(type("Stray", (), {"TYPE": 11, "to_fields": lambda self: []})())
+
+
+def test_a_too_many_siblings_reply_is_decoded_strictly() -> None:
+    for doc in (["siblings", 1], ["siblings", 1, 2, 3], ["siblings", True, 2],
+                ["siblings", 1, "2"], ["siblings", 1.0, 2]):
+        with pytest.raises(wire.WireError):
+            wire.decode(msgpack.packb([21, 9, doc], use_bin_type=True))
+    frame = msgpack.packb([21, 9, ["siblings", 101, 100]], use_bin_type=True)
+    assert wire.decode(frame) == ForwardReply(9, TooManySiblings(101, 100))
 
 
 def test_random_bytes_are_wire_errors() -> None:
