@@ -27,23 +27,30 @@ reported, and so is CPU used by anything else (a disturbed run is flagged).
 
 Needs `wrk` (`apt-get install wrk`); `--profile-out` needs `py-spy` (`pip install py-spy`).
 
-Over 500 lines: one command a user runs by path, whose parts (process setup for each
-target, the wrk runs and their parsing, CPU accounting, the report) only make sense
-together; the speed work that measures etcd beside it will split the targets out.
+3. etcd (with `--targets bare,cluster,etcd`): three members of Debian's `etcd-server`
+   on loopback, the load on the leader over the v3 JSON gateway: a read is a range, an
+   update a range then a put (`scripts/bench_targets.py` starts each target).
+
+By default the whole load goes to one node (`--load-on one`), as it goes to etcd's
+leader; `--load-on all` spreads it over every node. `--rate R` paces the load to R
+operations a second in all (each wrk thread waits before its next operation until its
+share of the schedule is due), for the latency at a given throughput, such as half the
+saturated rate. The pacing is closed-loop: a thread that falls behind sends at once and
+does not make up the missed starts, so latency at overload is understated; below
+saturation the schedule holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,53 +63,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench_targets import (
+    CLK_TCK,
+    ROOT,
+    BareTarget,
+    ClusterTarget,
+    EtcdTarget,
+    Target,
+    proc_cpu_seconds,
+)
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 LUA = HERE / "bench_wrk.lua"
-BARE = HERE / "bare_server.py"
-HOST = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-# --------------------------------------------------------------------------- processes
-
-
-def free_ports(count: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-def http_json(url: str, timeout: float = 1.0) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except (OSError, ValueError):
-        return 0, None
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+# ------------------------------------------------------------------------ machine load
 
 
 def machine_busy_seconds() -> float:
@@ -136,142 +115,6 @@ def wait_idle(target: Target, args: argparse.Namespace, label: str) -> float:
             next_note = time.monotonic() + 10
 
 
-class Target:
-    """A set of server processes the load is pointed at."""
-
-    name = "?"
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.http: list[str] = []  # host:port of every HTTP endpoint
-        self.logs: list[Path] = []
-
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def cpu_seconds(self) -> float:
-        return sum(proc_cpu_seconds(pid) for pid in self.pids())
-
-    def check_alive(self) -> None:
-        for proc, log in zip(self.procs, self.logs, strict=True):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{self.name}: a server exited with code {proc.returncode};"
-                                   f" log {log}:\n{tail(log)}")
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs = []
-
-    def describe(self) -> str:
-        return ", ".join(self.http)
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(cannot read {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_for(what: str, check: Any, target: Target, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        target.check_alive()
-        if check():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-class BareTarget(Target):
-    name = "bare"
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__()
-        self.workdir = workdir
-
-    def start(self) -> None:
-        (port,) = free_ports(1)
-        log = self.workdir / "bare.log"
-        with open(log, "ab") as fh:
-            self.procs = [subprocess.Popen(
-                [sys.executable, str(BARE), "--host", HOST, "--port", str(port)],
-                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                start_new_session=True)]
-        self.logs = [log]
-        self.http = [f"{HOST}:{port}"]
-        wait_for("the bare server", lambda: http_json(f"http://{HOST}:{port}/health")[0] == 200,
-                 self)
-
-
-class ClusterTarget(Target):
-    name = "cluster"
-
-    def __init__(self, workdir: Path, nodes: int, storage: str, sync: str,
-                 n: int, r: int, w: int, extra: list[str]) -> None:
-        super().__init__()
-        self.workdir = workdir
-        self.nodes = nodes
-        self.node_opts = ["--storage", storage, "--sync", sync, "--n", str(n), "--r", str(r),
-                          "--w", str(w), "--log-level", "warning", *extra]
-        self.node_ids: list[str] = []
-
-    def _spawn(self, i: int, http_port: int, rpc_port: int, seeds: str) -> None:
-        node_id = f"n{i}"
-        data = self.workdir / node_id
-        data.mkdir(parents=True, exist_ok=True)
-        log = data / "node.log"
-        cmd = [sys.executable, "-m", "ringkv", "serve", "--node-id", node_id, "--host", HOST,
-               "--http-port", str(http_port), "--rpc-port", str(rpc_port),
-               "--data-dir", str(data), "--seeds", seeds, *self.node_opts]
-        with open(log, "ab") as fh:
-            fh.write((" ".join(cmd) + "\n").encode())
-            fh.flush()
-            self.procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh,
-                                               stderr=subprocess.STDOUT,
-                                               start_new_session=True, cwd=ROOT))
-        self.logs.append(log)
-        self.http.append(f"{HOST}:{http_port}")
-        self.node_ids.append(node_id)
-
-    def start(self) -> None:
-        ports = free_ports(2 * self.nodes)
-        http_ports, rpc_ports = ports[: self.nodes], ports[self.nodes:]
-        self._spawn(1, http_ports[0], rpc_ports[0], "")
-        first = f"http://{self.http[0]}"
-        wait_for("n1 to be healthy", lambda: http_json(f"{first}/health")[0] == 200, self)
-        for i in range(2, self.nodes + 1):
-            self._spawn(i, http_ports[i - 1], rpc_ports[i - 1], f"{HOST}:{rpc_ports[0]}")
-        wait_for(f"{self.nodes} nodes to see each other up", self._formed, self)
-
-    def _formed(self) -> bool:
-        want = set(self.node_ids)
-        for hostport in self.http:
-            code, doc = http_json(f"http://{hostport}/cluster")
-            if code != 200 or not isinstance(doc, dict):
-                return False
-            up = {m.get("node_id") for m in doc.get("members", []) if m.get("status") == "up"}
-            if not want <= up:
-                return False
-        return all(http_json(f"http://{h}/health")[0] == 200 for h in self.http)
-
-    def describe(self) -> str:
-        return ", ".join(f"{i}={h}" for i, h in zip(self.node_ids, self.http, strict=True))
-
-
 # ------------------------------------------------------------------------------ preload
 
 
@@ -279,8 +122,8 @@ def key_name(i: int) -> str:
     return f"k{i}"
 
 
-async def _preload(http: list[str], keys: int, value_size: int, concurrency: int,
-                   label: str) -> tuple[int, Counter[int]]:
+async def _preload(http: list[str], protocol: str, keys: int, value_size: int,
+                   concurrency: int, label: str) -> tuple[int, Counter[int]]:
     import aiohttp
 
     statuses: Counter[int] = Counter()
@@ -289,14 +132,22 @@ async def _preload(http: list[str], keys: int, value_size: int, concurrency: int
     value = b"p" * value_size
     started = time.monotonic()
 
+    def write(session: aiohttp.ClientSession, base: str, key: str) -> Any:
+        if protocol == "etcd":
+            return session.post(f"{base}/v3/kv/put", json={
+                "key": base64.b64encode(key.encode()).decode(),
+                "value": base64.b64encode(value).decode()})
+        return session.put(f"{base}/kv/{key}", data=value)
+
     async def worker(session: aiohttp.ClientSession, base: str) -> None:
         nonlocal done
         for i in next_key:
             for attempt in range(5):
                 try:
-                    async with session.put(f"{base}/kv/{key_name(i)}", data=value) as resp:
+                    async with write(session, base, key_name(i)) as resp:
                         await resp.read()
-                        statuses[resp.status] += 1
+                        # etcd answers a put 200; count it as the store's "written"
+                        statuses[204 if resp.status == 200 else resp.status] += 1
                         if resp.status < 500:
                             break
                 except aiohttp.ClientError:
@@ -323,7 +174,7 @@ async def _preload(http: list[str], keys: int, value_size: int, concurrency: int
 
 def preload(target: Target, keys: int, value_size: int, concurrency: int, label: str) -> None:
     started = time.monotonic()
-    coro = _preload(target.http, keys, value_size, concurrency, label)
+    coro = _preload(target.load, target.protocol, keys, value_size, concurrency, label)
     try:
         import uvloop
     except ImportError:  # pragma: no cover
@@ -402,13 +253,16 @@ class Measurement:
 
 def wrk_command(target: Target, duration: int, connections: int) -> list[str]:
     return ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{duration}s",
-            "--timeout", "10s", "-s", str(LUA), f"http://{target.http[0]}/"]
+            "--timeout", "10s", "-s", str(LUA), f"http://{target.load[0]}/"]
 
 
 def wrk_env(target: Target, args: argparse.Namespace, seed: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
-        "BENCH_TARGETS": ",".join(target.http),
+        "BENCH_TARGETS": ",".join(target.load),
+        "BENCH_PROTOCOL": target.protocol,
+        # the paced rate is the whole load's; each connection takes its share
+        "BENCH_RATE": str(args.rate / args.connections if args.rate else 0),
         "BENCH_KEYS": str(args.keys),
         "BENCH_KEY_PREFIX": "k",
         "BENCH_VALUE_SIZE": str(args.value_size),
@@ -698,6 +552,12 @@ def report(results: list[Measurement], args: argparse.Namespace) -> dict[str, An
                 / summary["bare"]["server_cpu_us_per_op"])
         summary["cpu_per_op_cluster_to_bare"] = cost
         console.print(f"server CPU per op: cluster / bare = {cost:.1f}x", highlight=False)
+    if "etcd" in summary and "cluster" in summary:
+        ratio = summary["cluster"]["ops_per_s"] / summary["etcd"]["ops_per_s"]
+        summary["ratio_cluster_to_etcd"] = ratio
+        verdict = "meets" if ratio >= 1.0 else "below"
+        console.print(f"cluster / etcd = {ratio:.2f}x  ({verdict} the 1.0x aim)",
+                      highlight=False)
     worst_other = max((m.other_cpu / m.duration for m in results), default=0.0)
     if worst_other > args.max_other:
         console.print(f"[yellow]warning: other processes used up to {worst_other:.2f} cores"
@@ -725,7 +585,12 @@ def main() -> int:
                         help="zipfian constant; 0 for uniform keys")
     parser.add_argument("--runs", type=int, default=1, help="report medians of this many runs")
     parser.add_argument("--targets", default="bare,cluster",
-                        help="comma-separated: bare, cluster")
+                        help="comma-separated: bare, cluster, etcd")
+    parser.add_argument("--load-on", choices=("one", "all"), default="one",
+                        help="the cluster's load on its first node, or spread over all")
+    parser.add_argument("--rate", type=float, default=0.0, metavar="OPS",
+                        help="pace the load to this many operations a second (0: as fast"
+                             " as it goes)")
     parser.add_argument("--nodes", type=int, default=3, help="cluster size")
     parser.add_argument("--storage", choices=("lmdb", "memory"), default="lmdb",
                         help="storage engine of every node")
@@ -766,8 +631,12 @@ def main() -> int:
             " macOS)")
         return 2
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not targets or set(targets) - {"bare", "cluster"}:
-        parser.error("--targets takes bare, cluster or both")
+    if not targets or set(targets) - {"bare", "cluster", "etcd"}:
+        parser.error("--targets takes bare, cluster, etcd (comma-separated)")
+    if "etcd" in targets and EtcdTarget.binary() is None:
+        say("etcd is not installed; the etcd target needs it.\n"
+            "Install it with:  apt-get install etcd-server")
+        return 2
     if args.connections < 1 or args.duration < 1 or args.keys < 1 or args.runs < 1:
         parser.error("--connections, --duration, --keys and --runs must be positive")
 
@@ -799,13 +668,16 @@ def run_all(args: argparse.Namespace, targets: list[str], info: dict[str, Any],
                 target: Target
                 if name == "bare":
                     target = BareTarget(workdir)
+                elif name == "etcd":
+                    target = EtcdTarget(workdir / f"etcd-run{run}")
                 else:
                     cdir = workdir / f"cluster-run{run}"
                     target = ClusterTarget(cdir, args.nodes, args.storage, args.sync,
-                                           args.n, args.r, args.w, args.node_arg)
+                                           args.n, args.r, args.w, args.node_arg,
+                                           args.load_on)
                 results.append(measure(target, args, run, workdir))
-                if name == "cluster" and not args.data_dir:
-                    shutil.rmtree(workdir / f"cluster-run{run}", ignore_errors=True)
+                if name in ("cluster", "etcd") and not args.data_dir:
+                    shutil.rmtree(workdir / f"{name}-run{run}", ignore_errors=True)
     except KeyboardInterrupt:
         say("interrupted")
         if not results:

@@ -17,6 +17,13 @@
 --   BENCH_READ_FRACTION  share of operations that are plain reads (0.5)
 --   BENCH_ZIPF           zipfian constant (0.99); 0 picks keys uniformly
 --   BENCH_SEED           random seed (each thread adds its index)
+--   BENCH_PROTOCOL       "ringkv" (GET/PUT /kv/k with X-Context) or "etcd" (POST
+--                        /v3/kv/range then /v3/kv/put on etcd's v3 JSON gateway, keys
+--                        and values base64; a read is one range, an update range + put)
+--   BENCH_RATE           operations a second for THIS connection (0: no pacing). Each
+--                        operation starts on a schedule; one that is due late starts at
+--                        once and the schedule restarts from it (closed loop: missed
+--                        starts are not made up, so overload latency is understated)
 -- done() prints one line "BENCH_RESULT {json}" with counts, status codes and latency
 -- percentiles (microseconds) of operations, reads, updates, GETs and PUTs.
 
@@ -159,19 +166,69 @@ local function new_value()
   return stamp .. base_value:sub(#stamp + 1)
 end
 
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local function base64(data)
+  return ((data:gsub(".", function(x)
+    local r, b = "", x:byte()
+    for i = 8, 1, -1 do r = r .. (b % 2 ^ i - b % 2 ^ (i - 1) > 0 and "1" or "0") end
+    return r
+  end) .. "0000"):gsub("%d%d%d?%d?%d?%d?", function(x)
+    if #x < 6 then return "" end
+    local c = 0
+    for i = 1, 6 do c = c + (x:sub(i, i) == "1" and 2 ^ (6 - i) or 0) end
+    return B64:sub(c + 1, c + 1)
+  end) .. ({ "", "==", "=" })[#data % 3 + 1])
+end
+
+local etcd = env("BENCH_PROTOCOL", "ringkv") == "etcd"
+local json_headers = { ["Content-Type"] = "application/json" }
+local etcd_value = nil  -- base64 of a value_size value, stamped per write
+local function etcd_put(k)
+  if etcd_value == nil then etcd_value = base64(base_value) end
+  -- a different value each write: the stamp is made of base64 digits only
+  local stamp = string.format("%04d%020d", thread_index or 0, writes)
+  writes = writes + 1
+  local v = stamp .. etcd_value:sub(#stamp + 1)
+  return wrk.format("POST", "/v3/kv/put", json_headers,
+    '{"key":"' .. base64(k) .. '","value":"' .. v .. '"}')
+end
+
 local get_headers = {}
 function request()
   if kind == PUT then
+    req_start = now_us()
+    if etcd then return etcd_put(key) end
     local headers = { ["Content-Type"] = "application/octet-stream" }
     if context ~= nil and context ~= "" then headers["X-Context"] = context end
-    req_start = now_us()
     return wrk.format("PUT", "/kv/" .. key, headers, new_value())
   end
   key = prefix .. pick_key()
   is_update = math.random() >= read_fraction
   op_start = now_us()
   req_start = op_start
+  if etcd then
+    return wrk.format("POST", "/v3/kv/range", json_headers, '{"key":"' .. base64(key) .. '"}')
+  end
   return wrk.format("GET", "/kv/" .. key, get_headers)
+end
+
+-- Pacing: wrk calls delay() before each request when the script defines it.
+local rate = tonumber(env("BENCH_RATE", "0")) or 0
+if rate > 0 then
+  local interval_us = 1e6 / rate
+  local next_start = nil
+  function delay()
+    if kind == PUT then return 0 end -- the second half of an update goes at once
+    local t = now_us()
+    if next_start == nil then next_start = t + math.random() * interval_us end
+    local wait = next_start - t
+    if wait < 0 then
+      next_start = t + interval_us -- late: start now, do not make up missed starts
+      return 0
+    end
+    next_start = next_start + interval_us
+    return floor(wait / 1000)
+  end
 end
 
 local function bump(t, status)
