@@ -16,24 +16,47 @@ Each side's machine takes the bytes as they arrive, in chunks of any size, throu
   dialer's Hello if Challenge and Accept came in one chunk); ``rest`` holds the bytes that
   followed the last handshake frame, which belong to the data phase;
 * ``Failed(kind, reason)``: refuse the connection. ``kind`` is ``VIOLATION`` (malformed or
-  oversized input), ``AUTH`` (wrong MAC or proof), ``MISMATCH`` (the dialer reached another
-  node than the one expected) or ``TIMEOUT`` (from ``expire``).
+  oversized input), ``AUTH`` (wrong or missing proof), ``MISMATCH`` (the dialer reached
+  another node than the one expected) or ``TIMEOUT`` (from ``expire``).
 
-The messages (the same with and without a cluster secret; the MACs are ``b""`` without
+The messages (the same with and without a cluster secret; the proofs are ``b""`` without
 one), each a msgpack list in a length-prefixed frame (``ringkv.net.framing``)::
 
-    listener -> dialer    Challenge  ["ringkv", 1, listener_nonce(16 bytes)]
-    dialer -> listener    Hello      ["ringkv", 1, dialer_id, mac, dialer_nonce(16 bytes)]
-                                       mac   = HMAC-SHA256(secret, listener_nonce + dialer_id)
-    listener -> dialer    Accept     ["ringkv", 1, listener_id, proof]
-                                       proof = HMAC-SHA256(secret, dialer_nonce + listener_id)
+    listener -> dialer    Challenge  ["ringkv", 2, listener_nonce(16 bytes), listener_id]
+    dialer -> listener    Hello      ["ringkv", 2, dialer_id, proof, dialer_nonce(16 bytes)]
+                                       proof = HMAC-SHA256(secret, transcript("dialer"))
+    listener -> dialer    Accept     ["ringkv", 2, listener_id, proof]
+                                       proof = HMAC-SHA256(secret, transcript("listener"))
 
-The listener speaks first (``ListenerHandshake.opening``). It checks the dialer's id with
-the ``valid_peer_id`` rule it is given and, with a secret, the MAC; a listener without a
-secret accepts any MAC. The dialer checks that the listener's id is valid and is the one
-it expects (any valid id if it expects none: a seed addressed by host and port before its
-id is known) and, with a secret, the proof; a dialer with a secret refuses a listener
-that cannot produce it.
+    transcript(side) = msgpack ["ringkv-hs", 2, side, listener_nonce, dialer_nonce,
+                                listener_id, dialer_id]
+
+Each proof covers both nonces, both ids and the side that made it; msgpack gives every
+field its own type and length, so no field can be shifted into another. A proof therefore
+convinces only the other end of the one connection it was made for: not another connection
+(the other end's nonce differs), not another node (its id differs), and never as the
+opposite side's proof (the side differs). Version 1 MACed only the peer's nonce and one id,
+the same way in both directions, so a dialer's MAC could be relayed to a third node or
+reflected back as a listener's proof.
+
+The listener speaks first (``ListenerHandshake.opening``) and names itself. The dialer
+checks that name is valid and is the node it expects (any valid id if it expects none: a
+seed addressed by host and port before its id is known) before it writes anything, so it
+proves nothing to a node it did not mean to reach. The listener checks the dialer's id
+with the ``valid_peer_id`` rule it is given and, with a secret, its proof; only then does it
+prove itself in the Accept. The dialer checks that the Accept names the node the Challenge
+named and, with a secret, the proof. A side without a secret accepts any proof; a side with
+one refuses a peer that cannot produce it.
+
+Why the dialer proves first (three messages, not a fourth Confirm after the listener
+proved itself): its proof names the listener and that listener's fresh nonce, so it is
+worth nothing anywhere but on the connection the dialer meant; and a listener answers a
+stranger who connects with nothing it could grind offline against a guessed secret (a
+listener that proved first would), so, as with version 1, only a node that a dialer chose
+to reach sees a proof. What no handshake without channel keys prevents is a man in the
+middle on the path to the node meant, or at an address dialed as a seed (any node may
+answer there), who hands the handshake on to a real node: both ends then are the nodes
+they believe, and the data phase is unprotected (see ``ringkv.net.transport``).
 
 Invariants
 ----------
@@ -44,7 +67,9 @@ Invariants
 * Every message is a msgpack list that starts with ``MAGIC, PROTOCOL_VERSION``; anything
   else, a different version included, is a ``VIOLATION``. Undecodable msgpack is too.
 * Nothing is ``Accepted`` before the peer's id passed ``valid_peer_id`` and, with a
-  secret, its MAC or proof was checked, in constant time, against this machine's nonce.
+  secret, its proof was checked, in constant time (``hmac.compare_digest``), against the
+  transcript of this connection: this machine's nonce and id, the peer's, and the peer's
+  side. The dialer writes no proof before the listener named the node it expects.
 * ``Failed`` is final: later calls of ``receive`` return the same ``Failed``. Calling
   ``receive`` after ``Accepted`` is a driver error (the bytes belong to the data phase).
 """
@@ -75,7 +100,7 @@ __all__ = [
 ]
 
 MAGIC: Final = "ringkv"
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 NONCE_SIZE: Final = 16
 
 # Failure kinds.
@@ -136,7 +161,7 @@ def _decode(payload: bytes) -> Any:
 
 
 def _check_header(msg: Any, length: int) -> str | None:
-    """None if msg is a list of ``length`` items starting with MAGIC, 1; else why not."""
+    """None if msg is a list of ``length`` items starting with MAGIC, PROTOCOL_VERSION."""
     if type(msg) is not list or len(msg) != length or msg[0] != MAGIC:
         return "malformed handshake frame"
     if type(msg[1]) is not int or msg[1] != PROTOCOL_VERSION:
@@ -144,14 +169,40 @@ def _check_header(msg: Any, length: int) -> str | None:
     return None
 
 
-def _mac(secret: bytes, nonce: bytes, ident: bytes) -> bytes:
-    """HMAC-SHA256(secret, nonce + ident): the Hello's mac and the Accept's proof."""
-    return hmac.digest(secret, nonce + ident, "sha256")
+# The transcript's own label and the side keep these MACs apart from any other use of the
+# secret and from each other.
+TRANSCRIPT_LABEL: Final = "ringkv-hs"
+DIALER: Final = "dialer"
+LISTENER: Final = "listener"
 
 
-def _mac_ok(secret: bytes, nonce: bytes, ident: bytes, mac: bytes) -> bool:
-    """Whether mac is ``_mac(secret, nonce, ident)``, compared in constant time."""
-    return hmac.compare_digest(mac, _mac(secret, nonce, ident))
+def _proof(
+    secret: bytes,
+    side: str,
+    listener_nonce: bytes,
+    dialer_nonce: bytes,
+    listener_id: str,
+    dialer_id: str,
+) -> bytes:
+    """HMAC-SHA256 over the transcript of one connection, made by ``side``."""
+    transcript: bytes = msgpack.packb(
+        [
+            TRANSCRIPT_LABEL,
+            PROTOCOL_VERSION,
+            side,
+            listener_nonce,
+            dialer_nonce,
+            listener_id,
+            dialer_id,
+        ],
+        use_bin_type=True,
+    )
+    return hmac.digest(secret, transcript, "sha256")
+
+
+def _proof_ok(proof: bytes, expected: bytes) -> bool:
+    """Whether proof is the expected one, compared in constant time."""
+    return hmac.compare_digest(proof, expected)
 
 
 class _Machine:
@@ -249,25 +300,28 @@ class ListenerHandshake(_Machine):
 
     def opening(self) -> bytes:
         """The Challenge: the listener speaks first, as soon as the connection is made."""
-        return _message(self._nonce)
+        return _message(self._nonce, self._node_id)
 
     def _on_message(self, msg: Any) -> Result:
         why = _check_header(msg, 5)
         if why is not None:
             return self._fail(VIOLATION, f"{why} (expected Hello)")
-        peer_id, mac, peer_nonce = msg[2], msg[3], msg[4]
+        peer_id, proof, peer_nonce = msg[2], msg[3], msg[4]
         if not self._valid_id(peer_id):
             return self._fail(VIOLATION, "Hello with an invalid node id")
-        if type(mac) is not bytes or type(peer_nonce) is not bytes or len(peer_nonce) != NONCE_SIZE:
+        if (
+            type(proof) is not bytes
+            or type(peer_nonce) is not bytes
+            or len(peer_nonce) != NONCE_SIZE
+        ):
             return self._fail(VIOLATION, "malformed Hello")
-        secret = self._secret
-        if secret is None:
-            proof = b""
-        elif _mac_ok(secret, self._nonce, peer_id.encode(), mac):
-            proof = _mac(secret, peer_nonce, self._node_id.encode())
-        else:
-            return self._fail(AUTH, f"authentication failed for {peer_id!r}")
-        return Accepted(peer_id, _message(self._node_id, proof))
+        secret, nonce, node_id = self._secret, self._nonce, self._node_id
+        mine = b""
+        if secret is not None:
+            if not _proof_ok(proof, _proof(secret, DIALER, nonce, peer_nonce, node_id, peer_id)):
+                return self._fail(AUTH, f"authentication failed for {peer_id!r}")
+            mine = _proof(secret, LISTENER, nonce, peer_nonce, node_id, peer_id)
+        return Accepted(peer_id, _message(node_id, mine))
 
 
 class DialerHandshake(_Machine):
@@ -276,7 +330,7 @@ class DialerHandshake(_Machine):
     ``expect_id`` is the node meant; None accepts whichever valid node answers.
     """
 
-    __slots__ = ("expect_id",)
+    __slots__ = ("expect_id", "_listener_id", "_listener_nonce")
 
     def __init__(
         self,
@@ -289,22 +343,36 @@ class DialerHandshake(_Machine):
     ) -> None:
         super().__init__(AWAIT_CHALLENGE, node_id, secret, valid_peer_id, nonce)
         self.expect_id = expect_id
+        self._listener_id = ""  # as the Challenge named it
+        self._listener_nonce = b""
 
     def _on_message(self, msg: Any) -> Result:
         if self.state == AWAIT_CHALLENGE:
             return self._on_challenge(msg)
         return self._on_accept(msg)
 
+    def _proof_as(self, side: str, secret: bytes) -> bytes:
+        return _proof(
+            secret, side, self._listener_nonce, self._nonce, self._listener_id, self._node_id
+        )
+
     def _on_challenge(self, msg: Any) -> Result:
-        why = _check_header(msg, 3)
-        if why is None and (type(msg[2]) is not bytes or len(msg[2]) != NONCE_SIZE):
+        why = _check_header(msg, 4)
+        if why is None and (
+            type(msg[2]) is not bytes or len(msg[2]) != NONCE_SIZE or not self._valid_id(msg[3])
+        ):
             why = "malformed Challenge"
         if why is not None:
             return self._fail(VIOLATION, f"{why} (expected Challenge)")
+        listener_id: str = msg[3]
+        expect = self.expect_id
+        if expect is not None and listener_id != expect:  # before proving anything to it
+            return self._fail(MISMATCH, f"the node there is {listener_id!r}, not {expect!r}")
+        self._listener_id, self._listener_nonce = listener_id, msg[2]
         secret = self._secret
-        mac = _mac(secret, msg[2], self._node_id.encode()) if secret else b""
+        proof = self._proof_as(DIALER, secret) if secret is not None else b""
         self.state = AWAIT_ACCEPT
-        return _message(self._node_id, mac, self._nonce)
+        return _message(self._node_id, proof, self._nonce)
 
     def _on_accept(self, msg: Any) -> Result:
         why = _check_header(msg, 4)
@@ -313,10 +381,11 @@ class DialerHandshake(_Machine):
         if why is not None:
             return self._fail(VIOLATION, f"{why} (expected Accept)")
         peer_id: str = msg[2]
-        expect = self.expect_id
-        if expect is not None and peer_id != expect:
-            return self._fail(MISMATCH, f"the node there is {peer_id!r}, not {expect!r}")
+        if peer_id != self._listener_id:
+            return self._fail(
+                VIOLATION, f"the Accept names {peer_id!r}, the Challenge {self._listener_id!r}"
+            )
         secret = self._secret
-        if secret is not None and not _mac_ok(secret, self._nonce, peer_id.encode(), msg[3]):
+        if secret is not None and not _proof_ok(msg[3], self._proof_as(LISTENER, secret)):
             return self._fail(AUTH, "it failed to prove it knows the cluster secret")
         return Accepted(peer_id)

@@ -1,7 +1,9 @@
 """Tests for ringkv.net.handshake: the two state machines, with no socket and no loop.
 
 The bytes on the wire are pinned here (fixed nonces): the listener's Challenge, the
-dialer's Hello and the listener's Accept must stay exactly what deployed nodes exchange.
+dialer's Hello and the listener's Accept must stay exactly what deployed nodes exchange
+(protocol version 2). Relay, reflection and property-based tests are in
+``test_handshake_relay.py``.
 """
 
 from __future__ import annotations
@@ -42,8 +44,12 @@ def mframe(obj: object) -> bytes:
     return frame(msgpack.packb(obj, use_bin_type=True))
 
 
-def mac(secret: bytes, nonce: bytes, ident: bytes) -> bytes:
-    return hmac.digest(secret, nonce + ident, "sha256")
+def proof(secret: bytes, side: str, dialer_nonce: bytes = D_NONCE, listener: str = "b") -> bytes:
+    """The proof ``side`` makes on a connection from a (nonce dialer_nonce) to listener."""
+    transcript = msgpack.packb(
+        ["ringkv-hs", 2, side, L_NONCE, dialer_nonce, listener, "a"], use_bin_type=True
+    )
+    return hmac.digest(secret, transcript, "sha256")
 
 
 def listener(secret: bytes | None = None, node_id: str = "b") -> ListenerHandshake:
@@ -58,11 +64,9 @@ def dialer(
 
 def wire(secret: bytes | None) -> tuple[bytes, bytes, bytes]:
     """The Challenge, Hello and Accept between dialer a and listener b, by hand."""
-    challenge = mframe(["ringkv", 1, L_NONCE])
-    hello_mac = mac(secret, L_NONCE, b"a") if secret else b""
-    hello = mframe(["ringkv", 1, "a", hello_mac, D_NONCE])
-    proof = mac(secret, D_NONCE, b"b") if secret else b""
-    accept = mframe(["ringkv", 1, "b", proof])
+    challenge = mframe(["ringkv", 2, L_NONCE, "b"])
+    hello = mframe(["ringkv", 2, "a", proof(secret, "dialer") if secret else b"", D_NONCE])
+    accept = mframe(["ringkv", 2, "b", proof(secret, "listener") if secret else b""])
     return challenge, hello, accept
 
 
@@ -154,10 +158,9 @@ def test_truncated_input_waits_for_more() -> None:
 
 
 def test_any_node_when_none_is_expected() -> None:
-    challenge, _, _ = wire(None)
     dia = dialer(expect=None)
-    dia.receive(challenge)
-    got = dia.receive(mframe(["ringkv", 1, "whoever", b""]))
+    dia.receive(mframe(["ringkv", 2, L_NONCE, "whoever"]))
+    got = dia.receive(mframe(["ringkv", 2, "whoever", b""]))
     assert isinstance(got, Accepted) and got.peer_id == "whoever"
 
 
@@ -177,32 +180,36 @@ def test_wrong_secret_fails_on_each_side() -> None:
     assert_failed(listener(b"two").receive(wire(None)[1]), AUTH)  # no secret on the dialer
     dia = dialer(b"one")
     dia.receive(challenge)
-    assert_failed(dia.receive(mframe(["ringkv", 1, "b", b""])), AUTH, "cluster secret")
+    assert_failed(dia.receive(mframe(["ringkv", 2, "b", b""])), AUTH, "cluster secret")
     dia = dialer(b"one")
     dia.receive(challenge)
-    wrong = mac(b"two", D_NONCE, b"b")
-    assert_failed(dia.receive(mframe(["ringkv", 1, "b", wrong])), AUTH)
+    wrong = proof(b"two", "listener")
+    assert_failed(dia.receive(mframe(["ringkv", 2, "b", wrong])), AUTH)
     # A listener without a secret accepts any MAC.
     assert isinstance(listener(None).receive(hello), Accepted)
 
 
 def test_replayed_mac_for_another_nonce_fails() -> None:
     lst = ListenerHandshake("b", b"k", valid_node_id)  # a fresh nonce
-    _, hello, _ = wire(b"k")  # a MAC over L_NONCE
+    _, hello, _ = wire(b"k")  # a proof over L_NONCE
     assert_failed(lst.receive(hello), AUTH)
 
 
 def test_wrong_or_invalid_ids() -> None:
     challenge, _, accept = wire(None)
-    dia = dialer(expect="c")
+    # The dialer refuses on the Challenge, before it writes a Hello.
+    assert_failed(dialer(expect="c").receive(challenge), MISMATCH, "the node there is 'b', not 'c'")
+    dia = dialer(expect=None)
     dia.receive(challenge)
-    assert_failed(dia.receive(accept), MISMATCH, "the node there is 'b', not 'c'")
+    assert_failed(dia.receive(mframe(["ringkv", 2, "c", b""])), VIOLATION, "the Challenge 'b'")
     for bad in ["bad id!", "", "x" * 65, 42, None, "x\n"]:
         dia = dialer(expect=None)
         dia.receive(challenge)
-        assert_failed(dia.receive(mframe(["ringkv", 1, bad, b""])), VIOLATION, "malformed Accept")
-        hello = mframe(["ringkv", 1, bad, b"", D_NONCE])
+        assert_failed(dia.receive(mframe(["ringkv", 2, bad, b""])), VIOLATION, "malformed Accept")
+        hello = mframe(["ringkv", 2, bad, b"", D_NONCE])
         assert_failed(listener().receive(hello), VIOLATION)
+        bad_challenge = mframe(["ringkv", 2, L_NONCE, bad])
+        assert_failed(dialer(expect=None).receive(bad_challenge), VIOLATION, "malformed Challenge")
 
 
 def test_the_rule_is_the_callers() -> None:
@@ -215,20 +222,27 @@ def test_malformed_messages_are_violations() -> None:
     nonce = b"n" * NONCE_SIZE
     for msg in [
         mframe({"ringkv": 1}),
-        mframe(["other", 1, "x", b"", nonce]),
-        mframe(["ringkv", 2, "x", b"", nonce]),
+        mframe(["other", 2, "x", b"", nonce]),
+        mframe(["ringkv", 1, "x", b"", nonce]),
+        mframe(["ringkv", 3, "x", b"", nonce]),
         mframe(["ringkv", True, "x", b"", nonce]),
-        mframe(["ringkv", 1, "x", "not bytes", nonce]),
-        mframe(["ringkv", 1, "x", b"", b"short"]),
-        mframe(["ringkv", 1, "x", b""]),
+        mframe(["ringkv", 2, "x", "not bytes", nonce]),
+        mframe(["ringkv", 2, "x", b"", b"short"]),
+        mframe(["ringkv", 2, "x", b""]),
         frame(b"\xc1"),
         frame(b"\x92\x01"),
     ]:
         assert_failed(listener().receive(msg), VIOLATION)
-    for msg in [mframe(["ringkv", 1, b"short"]), mframe(["ringkv", 2, L_NONCE]), frame(b"\xc1")]:
+    for msg in [
+        mframe(["ringkv", 2, b"short", "b"]),
+        mframe(["ringkv", 2, L_NONCE]),  # version 1's Challenge shape
+        mframe(["ringkv", 1, L_NONCE]),
+        mframe(["ringkv", 1, L_NONCE, "b"]),
+        frame(b"\xc1"),
+    ]:
         assert_failed(dialer().receive(msg), VIOLATION, "expected Challenge")
-    v2 = mframe(["ringkv", 2, "a", b"", D_NONCE])
-    assert_failed(listener().receive(v2), VIOLATION, "unsupported protocol version 2")
+    v1 = mframe(["ringkv", 1, "a", b"", D_NONCE])  # a version-1 node is refused plainly
+    assert_failed(listener().receive(v1), VIOLATION, "unsupported protocol version 1")
 
 
 def test_oversized_and_empty_frames_fail_on_their_header() -> None:
@@ -288,7 +302,7 @@ def test_the_connection_enforces_the_handshake_deadline() -> None:
         slow.connection_made(slow_sock)
         quick.connection_made(quick_sock)
         challenge = msgpack.unpackb(bytes(quick_sock.written[4:]))
-        quick.data_received(mframe(["ringkv", 1, "cli", b"", D_NONCE]))
+        quick.data_received(mframe(["ringkv", 2, "cli", b"", D_NONCE]))
         slow.data_received(b"\x00\x00")  # half a header, then silence
         await asyncio.sleep(0.2)
         assert slow_sock.aborted and t.stats.handshake_timeouts == 1

@@ -108,6 +108,16 @@ def mframe(obj: object) -> bytes:
     return frame(msgpack.packb(obj, use_bin_type=True))
 
 
+def hs_proof(
+    secret: bytes, side: str, l_nonce: bytes, d_nonce: bytes, l_id: str, d_id: str
+) -> bytes:
+    """A handshake proof made by ``side``, written out by hand (protocol version 2)."""
+    transcript = msgpack.packb(
+        ["ringkv-hs", 2, side, l_nonce, d_nonce, l_id, d_id], use_bin_type=True
+    )
+    return hmac.digest(secret, transcript, "sha256")
+
+
 async def read_frame(reader: asyncio.StreamReader) -> Any:
     (n,) = struct.unpack(">I", await reader.readexactly(4))
     return msgpack.unpackb(await reader.readexactly(n), raw=False)
@@ -342,17 +352,17 @@ def _bad_msgpack_hellos() -> list[bytes]:
         deep = [deep]
     return [
         mframe({"ringkv": 1}),
-        mframe(["other", 1, "x", b"", nonce]),
-        mframe(["ringkv", 2, "x", b"", nonce]),
+        mframe(["other", 2, "x", b"", nonce]),
+        mframe(["ringkv", 1, "x", b"", nonce]),  # protocol version 1
         mframe(["ringkv", True, "x", b"", nonce]),
-        mframe(["ringkv", 1, "bad id!", b"", nonce]),
-        mframe(["ringkv", 1, "x" * 65, b"", nonce]),
-        mframe(["ringkv", 1, "", b"", nonce]),
-        mframe(["ringkv", 1, "x\n", b"", nonce]),
-        mframe(["ringkv", 1, "x", "not bytes", nonce]),
-        mframe(["ringkv", 1, "x", b"", b"short"]),
-        mframe(["ringkv", 1, "x", b""]),  # the four-field Hello without a client nonce
-        mframe(["ringkv", 1, 42, b"", nonce]),
+        mframe(["ringkv", 2, "bad id!", b"", nonce]),
+        mframe(["ringkv", 2, "x" * 65, b"", nonce]),
+        mframe(["ringkv", 2, "", b"", nonce]),
+        mframe(["ringkv", 2, "x\n", b"", nonce]),
+        mframe(["ringkv", 2, "x", "not bytes", nonce]),
+        mframe(["ringkv", 2, "x", b"", b"short"]),
+        mframe(["ringkv", 2, "x", b""]),  # the four-field Hello without a client nonce
+        mframe(["ringkv", 2, 42, b"", nonce]),
         mframe(deep),
         frame(b"\xc1"),  # never-used msgpack byte
         frame(b"\x92\x01"),  # truncated array
@@ -404,9 +414,11 @@ def test_garbage_on_the_port_closes_only_that_connection(loop_kind: str) -> None
         # A well-formed Hello with a wrong MAC.
         reader, writer = await asyncio.open_connection(HOST, srv.port)
         challenge = await read_frame(reader)
-        assert challenge[:2] == ["ringkv", 1] and len(challenge[2]) == NONCE_SIZE
-        mac = hmac.digest(b"wrong", challenge[2] + b"mallory", "sha256")
-        writer.write(mframe(["ringkv", 1, "mallory", mac, os.urandom(NONCE_SIZE)]))
+        assert challenge[:2] == ["ringkv", 2] and len(challenge[2]) == NONCE_SIZE
+        assert challenge[3] == "srv"
+        nonce = os.urandom(NONCE_SIZE)
+        mac = hs_proof(b"wrong", "dialer", challenge[2], nonce, "srv", "mallory")
+        writer.write(mframe(["ringkv", 2, "mallory", mac, nonce]))
         writer.write(mframe([1, 2, 3]))  # pipelined data must not be delivered
         assert await closed_by_peer(reader)
         await close_writer(writer)
@@ -414,15 +426,15 @@ def test_garbage_on_the_port_closes_only_that_connection(loop_kind: str) -> None
         # A correct MAC for another nonce (replay) fails too.
         reader, writer = await asyncio.open_connection(HOST, srv.port)
         await read_frame(reader)
-        mac = hmac.digest(secret, challenge[2] + b"mallory", "sha256")
-        writer.write(mframe(["ringkv", 1, "mallory", mac, os.urandom(NONCE_SIZE)]))
+        mac = hs_proof(secret, "dialer", challenge[2], nonce, "srv", "mallory")
+        writer.write(mframe(["ringkv", 2, "mallory", mac, nonce]))
         assert await closed_by_peer(reader)
         await close_writer(writer)
         assert srv.t.stats.auth_failures == 2
         await legit_peer_still_served()
 
         # Truncated frames then close, and connection resets.
-        for data in (b"\x00", b"\x00\x00\x00\x10abc", mframe(["ringkv", 1, "x"])[:-1]):
+        for data in (b"\x00", b"\x00\x00\x00\x10abc", mframe(["ringkv", 2, "x"])[:-1]):
             _, writer = await asyncio.open_connection(HOST, srv.port)
             writer.write(data)
             await writer.drain()
@@ -471,8 +483,9 @@ def test_framing_is_independent_of_chunking_and_survives_any_bytes() -> None:
             proto, ft = t._new_inbound(), FakeTransport()
             proto.connection_made(ft)
             nonce = msgpack.unpackb(bytes(ft.written[4:]))[2]
-            mac = hmac.digest(secret, nonce + b"cli", "sha256")
-            return proto, ft, mframe(["ringkv", 1, "cli", mac, os.urandom(NONCE_SIZE)])
+            cli_nonce = os.urandom(NONCE_SIZE)
+            mac = hs_proof(secret, "dialer", nonce, cli_nonce, "srv", "cli")
+            return proto, ft, mframe(["ringkv", 2, "cli", mac, cli_nonce])
 
         for seed in range(60):
             rng = random.Random(seed)
@@ -577,9 +590,9 @@ def _server_behaviours() -> list[tuple[str, bytes | None, str]]:
     return [
         ("silent", None, "connect_failures"),
         ("garbage", b"\xff\xff\xff\xff garbage", "bad_frames"),
-        ("bad-challenge", mframe(["ringkv", 1, b"short"]), "bad_frames"),
-        ("bad-accept", b"ACCEPT:" + mframe(["ringkv", 1, "b", "not bytes"]), "bad_frames"),
-        ("wrong-proof", b"ACCEPT:" + mframe(["ringkv", 1, "b", b"\x00" * 32]), "auth_failures"),
+        ("bad-challenge", mframe(["ringkv", 2, b"short", "b"]), "bad_frames"),
+        ("bad-accept", b"ACCEPT:" + mframe(["ringkv", 2, "b", "not bytes"]), "bad_frames"),
+        ("wrong-proof", b"ACCEPT:" + mframe(["ringkv", 2, "b", b"\x00" * 32]), "auth_failures"),
         ("extra-frame", b"ACCEPT-OK+", "bad_frames"),
     ]
 
@@ -598,11 +611,12 @@ def test_client_survives_hostile_server(name: str, reply: bytes | None, counter:
             writer.write(reply)
             await idle(stop)
             return
-        writer.write(mframe(["ringkv", 1, os.urandom(NONCE_SIZE)]))
+        nonce = os.urandom(NONCE_SIZE)
+        writer.write(mframe(["ringkv", 2, nonce, "b"]))
         hello = await read_frame(reader)
         if reply == b"ACCEPT-OK+":
-            proof = hmac.digest(secret, hello[4] + b"b", "sha256")
-            writer.write(mframe(["ringkv", 1, "b", proof]) + mframe(["unexpected"]))
+            proof = hs_proof(secret, "listener", nonce, hello[4], "b", hello[2])
+            writer.write(mframe(["ringkv", 2, "b", proof]) + mframe(["unexpected"]))
         else:
             writer.write(reply[len(b"ACCEPT:") :])
         await idle(stop)
@@ -751,9 +765,9 @@ def test_high_water_mark_drops_instead_of_growing() -> None:
     async def stuck_server(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
     ) -> None:
-        writer.write(mframe(["ringkv", 1, os.urandom(NONCE_SIZE)]))
+        writer.write(mframe(["ringkv", 2, os.urandom(NONCE_SIZE), "b"]))
         await read_frame(reader)
-        writer.write(mframe(["ringkv", 1, "b", b""]))
+        writer.write(mframe(["ringkv", 2, "b", b""]))
         tr = writer.transport
         assert isinstance(tr, asyncio.Transport)
         tr.pause_reading()  # never read again

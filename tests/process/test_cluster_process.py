@@ -435,9 +435,9 @@ def _handshake(port: int, node_id: str = "intruder") -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     challenge = _read_frame(s)
     assert isinstance(challenge, list) and challenge[0] == "ringkv", challenge
-    s.sendall(_frame(["ringkv", 1, node_id, b"", os.urandom(16)]))
+    s.sendall(_frame(["ringkv", 2, node_id, b"", os.urandom(16)]))
     accept = _read_frame(s)
-    assert isinstance(accept, list) and accept[:2] == ["ringkv", 1], accept
+    assert isinstance(accept, list) and accept[:2] == ["ringkv", 2], accept
     return s
 
 
@@ -461,7 +461,7 @@ def test_rpc_port_garbage_never_crashes_a_node(healthy: Cluster) -> None:
     _send_and_close(port, b"\x00\x00\x00\x00")
     _send_and_close(port, struct.pack(">I", 100) + b"half a frame")
     _send_and_close(port, b"")
-    _send_and_close(port, _frame(["ringkv", 1, "bad id with spaces", b"", os.urandom(16)]))
+    _send_and_close(port, _frame(["ringkv", 2, "bad id with spaces", b"", os.urandom(16)]))
     _send_and_close(port, _frame(["ringkv", 99, "v99", b"", os.urandom(16)]))
 
     # Many connections at once, some silent, some noisy.
