@@ -84,7 +84,7 @@ class Coordinator:
         return handler(src, msg, now) if handler is not None else []
 
     def _on_put_ack(self, src: str, msg: ReplicaPutAck, now: float) -> list[Effect]:
-        if self.hints.acked(msg.req_id):
+        if self.hints.acked(src, msg.req_id):
             return []
         return self.writes.acked(src, msg.req_id)
 

@@ -141,11 +141,13 @@ class Hints:
                         store.merge_hint(token, key, owner, versions, host.resolve)
             store.delete_hint(hkey)
 
-    def acked(self, req_id: int) -> bool:
-        """Take the ack of a delivery; False if `req_id` names none in flight."""
-        delivery = self.in_flight.pop(req_id, None)
-        if delivery is None:
+    def acked(self, src: str, req_id: int) -> bool:
+        """Take the ack of a delivery from its target; False if `req_id` names none in
+        flight to `src` (an ack from anyone else must not drop a hint its target lacks)."""
+        delivery = self.in_flight.get(req_id)
+        if delivery is None or delivery.target != src:
             return False
+        del self.in_flight[req_id]
         store = self._host.store
         current = store.get_hint(delivery.hint_key)
         # Drop the hint only if nothing new was hinted for the key while it was in flight.

@@ -16,7 +16,9 @@ Invariants: `ringkv.core.wire` registers these classes and encodes each as
 `[TYPE, *to_fields()]`; `from_fields` accepts exactly what `to_fields` produces and
 raises `ValueError`/`TypeError` on anything else (keys outside 1..1024 bytes, node ids
 outside 1..64 characters, malformed versions or client contexts, booleans for
-integers), so a peer's garbage never reaches the coordinator.
+integers), so a peer's garbage never reaches the coordinator. The one deferred check
+is a ReplicaGetReply's versions: they stay packed until the read's quorum decodes them,
+validating them the same way, and an answer that fails is dropped there.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from typing import Any, ClassVar
 from coordinator.requests import (
     ClientResponse,
     QuorumFailed,
+    RecordTooLarge,
     Rejected,
+    StorageFull,
     TooManySiblings,
     WriteOk,
     WriteRequest,
 )
+from storage.store import pack_versions
 from storage.versions import Context, Versions, decode_context, encode_context, from_wire, to_wire
 
 __all__ = ["DATA_MESSAGES", "MAX_KEY_BYTES", "REPAIR_ID", "ForwardReply", "ForwardWrite",
@@ -100,6 +105,10 @@ def _response_doc(resp: ClientResponse) -> list[Any]:
         return ["rejected", resp.message]
     if isinstance(resp, TooManySiblings):
         return ["siblings", resp.siblings, resp.limit]
+    if isinstance(resp, RecordTooLarge):
+        return ["too_large", resp.size, resp.limit]
+    if isinstance(resp, StorageFull):
+        return ["storage_full", resp.error]
     raise ValueError(f"cannot forward a {type(resp).__name__}")
 
 
@@ -115,6 +124,10 @@ def _response(doc: Any) -> ClientResponse:
         return Rejected(doc[1])
     if kind == "siblings" and len(doc) == 3:
         return TooManySiblings(_int(doc[1]), _int(doc[2]))
+    if kind == "too_large" and len(doc) == 3:
+        return RecordTooLarge(_int(doc[1]), _int(doc[2]))
+    if kind == "storage_full" and len(doc) == 2 and isinstance(doc[1], str):
+        return StorageFull(doc[1])
     raise ValueError("malformed response")
 
 
@@ -164,19 +177,54 @@ class ReplicaGet:
         return cls(_int(f[0]), _key(f[1]))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ReplicaGetReply:
+    """A replica's answer, usually still packed as the replica stores it.
+
+    `versions` is None (nothing held), the state packed (`storage.store.pack_versions`:
+    what replicas send, and what the codec hands over, unvalidated) or decoded. Packed
+    or decoded, it is the same frame, and replies compare equal by it. The codec treats
+    the packed form as the frame's last field already encoded (`PACKED_TAIL`), and the
+    coordinator decodes and validates it (`coordinator.quorum.ReadQuorum`), once per
+    distinct answer.
+    """
+
     TYPE: ClassVar[int] = 13
+    PACKED_TAIL: ClassVar[bool] = True
     req_id: int
-    versions: Versions | None
+    versions: bytes | Versions | None
 
     def to_fields(self) -> list[Any]:
-        return [self.req_id, None if self.versions is None else to_wire(self.versions)]
+        state = self.versions
+        return [self.req_id, state if state is None or isinstance(state, bytes)
+                else to_wire(state)]
+
+    def packed(self) -> bytes | None:
+        """The versions packed, whichever form this reply holds them in."""
+        state = self.versions
+        return state if state is None or isinstance(state, bytes) else pack_versions(state)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ReplicaGetReply):
+            return NotImplemented
+        return self.req_id == other.req_id and self.packed() == other.packed()
+
+    def __hash__(self) -> int:
+        return hash((self.req_id, self.packed()))
+
+    @staticmethod
+    def tail_shape_ok(doc: Any) -> bool:
+        """The outline of a packed state ([vector, cloud, siblings], three lists),
+        checked by the codec before it hands the state over unvalidated."""
+        return (type(doc) is list and len(doc) == 3
+                and all(type(part) is list for part in doc))
 
     @classmethod
     def from_fields(cls, f: list[Any]) -> ReplicaGetReply:
         _arity(f, 2, "replica get reply")
-        return cls(_int(f[0]), None if f[1] is None else from_wire(f[1]))
+        if f[1] is not None and type(f[1]) is not bytes:
+            raise ValueError("malformed replica get reply")
+        return cls(_int(f[0]), f[1])
 
 
 @dataclass(frozen=True, slots=True)

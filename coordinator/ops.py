@@ -51,6 +51,7 @@ class ReadOp:
 @dataclass(slots=True)
 class ForwardOp:
     reply_to: ReplyTo
+    replica: str  # the node coordinating it: the only one whose reply is taken
 
 
 OpTable = dict[int, WriteOp | ReadOp | ForwardOp]

@@ -11,6 +11,10 @@ Invariants:
   fire-and-forget ReplicaPut (`REPAIR_ID`), to its primary's hint if it stands in
   for one.
 - A read that timed out without R replies is answered QuorumFailed with the count.
+- One ReplicaGet object goes to every target, so a driver that encodes a message once
+  per object (the runtime does) encodes it once per read.
+- Replies arrive packed; `ReadQuorum` decodes each distinct one once, and when all are
+  the same bytes the answer skips merge and staleness (`coordinator.quorum`).
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ class Reads:
         req_id = host.new_id()
         self._ops[req_id] = ReadOp(req.key, ReadQuorum(r, tuple(chosen)), reply_to)
         effects: list[Effect] = [SetTimer(deadline(host, req.timeout_ms, now), req_id)]
-        effects.extend(Send(t.node, ReplicaGet(req_id, req.key)) for t in chosen)
+        get = ReplicaGet(req_id, req.key)
+        effects.extend(Send(t.node, get) for t in chosen)
         return effects
 
     def on_reply(self, src: str, msg: ReplicaGetReply, now: float) -> list[Effect]:

@@ -8,7 +8,8 @@ Invariants:
 - The ack of a put is durable: it leaves only once the put is on disk. A repair
   (`REPAIR_ID`) is not acked at all.
 - A get is answered from the record merged with any hints held for the key, so a
-  fallback answers with what it stands in for.
+  fallback answers with what it stands in for. The answer is packed: with no hints for
+  the key, the stored record's own bytes, neither decoded nor encoded again.
 """
 
 from __future__ import annotations
@@ -37,5 +38,5 @@ class Replica:
         return [Send(src, ReplicaPutAck(msg.req_id), durable=True)]
 
     def on_get(self, src: str, msg: ReplicaGet, now: float) -> list[Effect]:
-        versions = self._host.store.read_merged(key_token(msg.key), msg.key)
-        return [Send(src, ReplicaGetReply(msg.req_id, versions))]
+        packed = self._host.store.read_packed(key_token(msg.key), msg.key)
+        return [Send(src, ReplicaGetReply(msg.req_id, packed))]

@@ -81,4 +81,29 @@ class TooManySiblings:
     limit: int
 
 
-ClientResponse = WriteOk | ReadOk | NotFound | QuorumFailed | Rejected | TooManySiblings
+@dataclass(frozen=True, slots=True)
+class RecordTooLarge:
+    """A write refused because the key's encoded state would exceed `limit` bytes (a 413).
+
+    Every state must fit the internode frames it travels in (`storage.limits`); nothing
+    was stored. A write whose context covers the siblings leaves one version.
+    """
+
+    size: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageFull:
+    """A write this node cannot make durable: its disk or database map is full (a 507).
+
+    Reads keep working; writes here are refused until a commit succeeds again.
+    """
+
+    error: str
+
+
+WriteRefused = TooManySiblings | RecordTooLarge | Rejected | StorageFull
+
+ClientResponse = (WriteOk | ReadOk | NotFound | QuorumFailed | Rejected | TooManySiblings
+                  | RecordTooLarge | StorageFull)

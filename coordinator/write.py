@@ -12,11 +12,20 @@ Invariants:
   forwarded), so a key's context holds about N actors however many writes it sees.
 - A forwarded write is coordinated once: its (sender, id) is remembered for
   `FORWARD_MEMORY` seconds and a duplicate frame is dropped (coordinating it again
-  would add a sibling).
+  would add a sibling). The memory holds at most `FORWARD_MEMORY_MAX` ids, oldest
+  evicted first, so a flood of distinct ids costs a fixed amount of memory; an id
+  evicted early only loses duplicate suppression for a frame that old.
 - Siblings are bounded: a write whose new state would hold more than `max_siblings`
   versions (tombstones included) is answered `TooManySiblings` and changes nothing
   (nothing stored or hinted, no fan-out); one whose context covers every sibling leaves
   a single version and always works.
+- A write never leaves a state the store's own validators refuse or a frame cannot
+  carry: one whose new state's context, or the context handed back, exceeds the
+  write bounds of `storage.limits` is `Rejected` (a 400), and one whose encoded state
+  exceeds `MAX_RECORD_BYTES` is `RecordTooLarge` (a 413); either changes nothing.
+- While the local store is full (`KeyStore.full`, set by the driver when a commit
+  fails for lack of space) a write coordinated here is answered `StorageFull` (a 507)
+  and changes nothing; other replicas' puts still reach this node and fail only here.
 - The coordinator's own ack is durable like any replica's: its quorum counts itself
   only once its local store has committed the write.
 """
@@ -32,17 +41,23 @@ from coordinator.ops import ForwardOp, OpTable, ReplyTo, WriteOp
 from coordinator.quorum import Target, WriteQuorum
 from coordinator.requests import (
     QuorumFailed,
+    RecordTooLarge,
     Rejected,
+    StorageFull,
     TooManySiblings,
     WriteOk,
+    WriteRefused,
     WriteRequest,
 )
 from ring.token import key_token
 from ring.transition import write_extras
+from storage.limits import MAX_RECORD_BYTES, context_problem, record_too_large
 from storage.record import Record
 from storage.versions import Context, Versions, update
 
 FORWARD_MEMORY = 30.0  # seconds a forwarded write's id is remembered, to drop duplicates
+# Ids remembered at most (~100 bytes each): ten times a busy node's forwards per 30 s.
+FORWARD_MEMORY_MAX = 1 << 16
 # The forwarder waits a little longer than the coordinator so that the coordinator's
 # own 503 (with its ack count) arrives first.
 FORWARD_GRACE = 0.25
@@ -74,7 +89,7 @@ class Writes:
             # Coordinate on a replica, which holds a stable actor for the key.
             return self._forward(req, w, chosen[0].node, reply_to, until, now)
         formed = self._form(token, req, mine, now)
-        if isinstance(formed, TooManySiblings):
+        if not isinstance(formed, tuple):
             return [reply_to.answer(formed)]
         state, client_ctx = formed
         self._hints.hint_uncovered(token, req.key, chosen, state)
@@ -93,7 +108,7 @@ class Writes:
     def _forward(self, req: WriteRequest, w: int, replica: str, reply_to: ReplyTo,
                  until: float, now: float) -> list[Effect]:
         fwd = self._host.new_id()
-        self._ops[fwd] = ForwardOp(reply_to)
+        self._ops[fwd] = ForwardOp(reply_to, replica)
         self._stats.forwarded += 1
         ms = max(1, int((until - now) * 1000))
         fwd_req = WriteRequest(req.key, req.value, req.content_type, req.context, w,
@@ -101,13 +116,15 @@ class Writes:
         return [Send(replica, ForwardWrite(fwd, fwd_req)), SetTimer(until + FORWARD_GRACE, fwd)]
 
     def _form(self, token: int, req: WriteRequest, mine: Target | None,
-              now: float) -> tuple[Versions, Context] | TooManySiblings:
+              now: float) -> tuple[Versions, Context] | WriteRefused:
         """The write's new state and client context, stored here (or hinted).
 
-        A state with more siblings than `max_siblings` is refused before anything is
-        stored or hinted.
+        A state with more siblings than `max_siblings`, or past the bounds of
+        `storage.limits`, is refused before anything is stored or hinted.
         """
         host = self._host
+        if host.store.full is not None:
+            return StorageFull(host.store.full)
         now_ms = int(now * 1000)
         expires = now_ms + req.ttl * 1000 if req.ttl else None
         if mine is not None and mine.hint_for is None:
@@ -121,12 +138,18 @@ class Writes:
             state = host.resolve(state)
             if len(state.siblings) > host.config.max_siblings:
                 return TooManySiblings(len(state.siblings), host.config.max_siblings)
+            refused = _refusal(state, client_ctx)
+            if refused is not None:
+                return refused
             host.store.put_record(token, req.key, Record(state, actor))
             return state, client_ctx
         # A fallback (or a node outside the list) holds no stable actor for the key.
         # With no base it holds the new version only, so the sibling bound cannot bite.
         state, client_ctx = update(None, req.context, self._actors.fresh(), req.value,
                                    req.content_type, now_ms, expires)
+        refused = _refusal(state, client_ctx)
+        if refused is not None:
+            return refused
         if mine is not None and mine.hint_for is not None:
             self._hints.keep(token, req.key, mine.hint_for, state)
         return state, client_ctx
@@ -173,7 +196,10 @@ class Writes:
         key = (src, msg.req_id)
         if key in self._seen_forwards:
             return []  # a duplicated frame: coordinating it again adds a sibling
-        self._seen_forwards[key] = now + FORWARD_MEMORY
+        seen = self._seen_forwards
+        seen[key] = now + FORWARD_MEMORY
+        while len(seen) > FORWARD_MEMORY_MAX:
+            del seen[next(iter(seen))]  # insertion order: the oldest first
         reply_to = ReplyTo(node=src, node_req=msg.req_id)
         if not self._host.joined:
             return [reply_to.answer(QuorumFailed(0, msg.request.w or self._host.w,
@@ -182,7 +208,9 @@ class Writes:
 
     def on_forward_reply(self, src: str, msg: ForwardReply, now: float) -> list[Effect]:
         op = self._ops.get(msg.req_id)
-        if isinstance(op, ForwardOp):
+        # Only the node the write went to may answer it: another member guessing the id
+        # must not tell the client a write succeeded that never happened.
+        if isinstance(op, ForwardOp) and src == op.replica:
             del self._ops[msg.req_id]
             return [op.reply_to.answer(msg.response)]
         return []
@@ -191,6 +219,26 @@ class Writes:
         return [op.reply_to.answer(QuorumFailed(0, self._host.w, "coordinator did not answer"))]
 
     def forget_forwards(self, now: float) -> None:
-        """Forget forwarded ids older than `FORWARD_MEMORY`."""
-        if self._seen_forwards:
-            self._seen_forwards = {k: t for k, t in self._seen_forwards.items() if t > now}
+        """Forget forwarded ids older than `FORWARD_MEMORY`.
+
+        Ids are inserted in order of expiry while `now` grows, so the expired ones are
+        a prefix of the dict: this stops at the first live one. (A clock stepped back
+        only delays pruning; `FORWARD_MEMORY_MAX` still bounds the count.)
+        """
+        seen = self._seen_forwards
+        while seen:
+            first = next(iter(seen))
+            if seen[first] > now:
+                return
+            del seen[first]
+
+
+def _refusal(state: Versions, client_ctx: Context) -> Rejected | RecordTooLarge | None:
+    """Why a write's outcome may not be kept (`storage.limits`), or None."""
+    problem = context_problem(state.context) or context_problem(client_ctx)
+    if problem is not None:
+        return Rejected(problem)
+    size = record_too_large(state)
+    if size is not None:
+        return RecordTooLarge(size, MAX_RECORD_BYTES)
+    return None

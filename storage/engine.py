@@ -27,6 +27,11 @@ Threading rules (the only ones; everything else is single-threaded):
   owning thread's calls except ``close``. At most one ``commit`` runs at a time, and
   batches are committed in seal order: committing out of order, twice, or a batch of
   another engine raises ``ValueError``. A ``commit`` that raises may be retried.
+- A ``commit`` that cannot fit its batch (a full database map or disk) raises
+  ``StorageFullError``. The owning thread may then, with no commit running, ``grow``
+  the engine and retry, or ``abandon`` the batch: its writes leave the overlay as if
+  never staged (reads fall back to older layers) and the next batch commits in its
+  place. Nothing else is lost: later staged writes stay staged.
 
 How that is safe without a lock (``storage`` may not import ``threading``):
 
@@ -69,6 +74,7 @@ __all__ = [
     "Engine",
     "EngineClosedError",
     "OverlayEngine",
+    "StorageFullError",
     "Table",
 ]
 
@@ -89,6 +95,11 @@ _MISSING: Final = _Missing.MISSING
 
 class EngineClosedError(RuntimeError):
     """An engine was used after ``close`` (or after a simulated crash)."""
+
+
+class StorageFullError(OSError):
+    """A batch did not fit: the database map or the disk is full. The batch may be
+    retried (after ``grow``) or abandoned; the engine stays usable either way."""
 
 
 class Batch:
@@ -153,6 +164,10 @@ class Engine(Protocol):
     def seal(self) -> Batch: ...
 
     def commit(self, batch: Batch) -> None: ...
+
+    def grow(self) -> bool: ...
+
+    def abandon(self, batch: Batch) -> list[tuple[WriteKey, bytes | None]]: ...
 
     def close(self) -> None: ...
 
@@ -317,6 +332,32 @@ class OverlayEngine:
             self._durable_write(batch)
         self._committed_seq = batch.seq
         batch.durable = True  # publish last: the owning thread may now drop it
+
+    def grow(self) -> bool:
+        """Make room after a ``StorageFullError``; True if a retry may now fit.
+
+        Owning thread only, with no commit running. Engines with a fixed capacity
+        (and the memory engine, which never fills) return False.
+        """
+        return False
+
+    def abandon(self, batch: Batch) -> list[tuple[WriteKey, bytes | None]]:
+        """Give up a sealed batch whose commit failed: drop its writes from the overlay.
+
+        Owning thread only, with no commit running. Batches after it keep their order;
+        the next one sealed (or already sealed) commits in its place. Returns the
+        batch's writes that reads no longer see (those no newer layer shadows), with
+        the value the batch held, so callers can undo what they derived from them.
+        """
+        if batch._owner is not self:
+            raise ValueError("batch was sealed by another engine")
+        if batch.durable or batch.seq != self._committed_seq + 1:
+            raise ValueError(f"only the next batch to commit can be abandoned: {batch!r}")
+        self._sealed = [b for b in self._sealed if b is not batch]
+        self._committed_seq = batch.seq
+        newer = [b._writes for b in self._sealed if b.seq > batch.seq]
+        return [(wkey, value) for wkey, value in batch._writes.items()
+                if wkey not in self._staged and not any(wkey in w for w in newer)]
 
     def close(self) -> None:
         """Release the durable layer. Staged and uncommitted sealed writes are lost."""

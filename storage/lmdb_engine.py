@@ -10,6 +10,14 @@ and power loss, and a batch is all-or-nothing (a crash mid-commit leaves the pre
 meta page, i.e. none of the batch). ``sync=False`` (``sync``/``metasync`` off) is for
 benchmarks: it survives a process kill but not an OS crash.
 
+Capacity: the map starts at ``initial_map_size`` (at most ``map_size``) and ``grow``
+doubles it, up to ``map_size``, when a batch does not fit. A batch that does not fit a
+map at ``map_size`` (or a full disk) raises ``StorageFullError``: the node abandons
+that batch (its writes fail) and lives on, reads unaffected. ``grow`` calls
+``set_mapsize``, which LMDB allows only with no transaction open in the process: the
+owning thread calls it between commits, when its own read transactions (all short,
+none held across calls) are closed too.
+
 Threading: see ``storage.engine``. The committer thread opens, fills and commits its
 own write transaction; the owning thread only uses short read transactions (one per
 ``get``, one per scan chunk, one per ``count``), which LMDB's MVCC never blocks. py-lmdb
@@ -28,6 +36,7 @@ key. Stored keys of length <= ``inline`` are the key itself.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Iterator
@@ -35,11 +44,14 @@ from typing import Final
 
 import lmdb
 
-from storage.engine import TABLES, Batch, OverlayEngine, Table
+from storage.engine import TABLES, Batch, OverlayEngine, StorageFullError, Table
 
-__all__ = ["DEFAULT_INLINE_KEY_MAX", "LmdbEngine"]
+__all__ = ["DEFAULT_INLINE_KEY_MAX", "DEFAULT_MAP_SIZE", "LmdbEngine"]
 
 DEFAULT_INLINE_KEY_MAX: Final = 480
+# Address space, not disk: 16 GiB costs nothing on a 64-bit system, and `--map-size`
+# raises it (or lowers it, to cap the disk a node may use).
+DEFAULT_MAP_SIZE: Final = 1 << 34
 _DIGEST_SIZE: Final = 16
 _FORMAT_DB: Final = b"__ringkv__"
 _FORMAT_VERSION: Final = b"1"
@@ -52,6 +64,7 @@ class LmdbEngine(OverlayEngine):
 
     ``map_size`` is the largest the database may grow to; the map is sparse address
     space, not disk, so the default (16 GiB) costs nothing on a 64-bit system.
+    ``initial_map_size`` (default: ``map_size``) is where it starts; see ``grow``.
     ``inline_key_max`` is a test hook (see module docstring); an existing environment
     keeps the value it was created with.
     """
@@ -60,17 +73,20 @@ class LmdbEngine(OverlayEngine):
         self,
         path: str,
         sync: bool = True,
-        map_size: int = 1 << 34,
+        map_size: int = DEFAULT_MAP_SIZE,
         *,
         inline_key_max: int | None = None,
+        initial_map_size: int | None = None,
     ) -> None:
         super().__init__()
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.sync = sync
+        self.max_map_size = map_size
+        start = map_size if initial_map_size is None else min(initial_map_size, map_size)
         self._env = lmdb.open(
             path,
-            map_size=map_size,
+            map_size=start,
             max_dbs=8,
             sync=sync,
             metasync=sync,
@@ -204,15 +220,34 @@ class LmdbEngine(OverlayEngine):
                 deletes.setdefault(table, []).append(key)
             else:
                 puts.setdefault(table, []).append((key, value))
-        with self._env.begin(write=True) as txn:
-            for table, pairs in puts.items():
-                consumed, _ = txn.cursor(db=self._dbs[table]).putmulti(pairs)
-                if consumed != len(pairs):
-                    raise RuntimeError(f"LMDB wrote {consumed} of {len(pairs)} items")
-            for table, keys in deletes.items():
-                db = self._dbs[table]
-                for key in keys:
-                    txn.delete(key, db=db)
+        try:
+            with self._env.begin(write=True) as txn:
+                for table, pairs in puts.items():
+                    consumed, _ = txn.cursor(db=self._dbs[table]).putmulti(pairs)
+                    if consumed != len(pairs):
+                        raise RuntimeError(f"LMDB wrote {consumed} of {len(pairs)} items")
+                for table, keys in deletes.items():
+                    db = self._dbs[table]
+                    for key in keys:
+                        txn.delete(key, db=db)
+        except lmdb.MapFullError as exc:
+            size = self._env.info()["map_size"]
+            raise StorageFullError(
+                errno.ENOSPC, f"storage full: the database map is full ({size} bytes;"
+                f" limit {self.max_map_size}, see --map-size)") from exc
+        except (lmdb.DiskError, lmdb.Error, OSError) as exc:
+            if _is_disk_full(exc):
+                raise StorageFullError(errno.ENOSPC, "storage full: no space left on the"
+                                       " data directory's disk") from exc
+            raise
+
+    def grow(self) -> bool:
+        """Double the map, up to ``map_size``; False when it is already that large."""
+        size: int = self._env.info()["map_size"]
+        if size >= self.max_map_size:
+            return False
+        self._env.set_mapsize(min(self.max_map_size, size * 2))
+        return True
 
     def _close_durable(self) -> None:
         self._env.close()
@@ -239,3 +274,11 @@ def _in_range(
     for key, value in group:
         if key >= start and (end is None or key < end):
             yield key, value
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left" in text or "Disk quota exceeded" in text

@@ -7,6 +7,11 @@ hinted versions) and indexed in memory by target so handoff never scans the tabl
 Invariants:
 - `hint_index` holds exactly the hint keys present in the engine's hints table (built
   by one scan at start, then kept in step by `put_hint`/`delete_hint`).
+- Hints are this node's own bytes (every state in them was validated on arrival or
+  formed here): they are read back with `from_trusted_wire`, never re-validated, so a
+  hint always reads back, whatever limits the hostile-input decoders apply.
+- `full` is None, or why the engine could not make the last batch durable (a full map
+  or disk); the driver sets and clears it, writes coordinated here refuse while set.
 - Every change to a key record goes through `put_record` or `delete_record`, and each
   tells `listener` (if set) the key's versions before and after: anti-entropy keeps its
   Merkle trees in step that way, without re-reading anything. The previous record is
@@ -21,7 +26,7 @@ from collections.abc import Callable, Iterator
 import msgpack
 from sortedcontainers import SortedSet
 
-from storage.engine import Engine
+from storage.engine import Batch, Engine
 from storage.keys import (
     data_key,
     hint_key,
@@ -31,8 +36,8 @@ from storage.keys import (
     split_hint_key,
     token_range_bounds,
 )
-from storage.record import Record, decode_record, encode_record
-from storage.versions import Versions, from_wire, merge, to_wire
+from storage.record import RECORD_FORMAT, Record, decode_record, encode_record
+from storage.versions import Versions, from_trusted_wire, from_wire, merge, to_wire
 
 Resolver = Callable[[Versions], Versions]
 ChangeListener = Callable[[int, bytes, Versions | None, Versions | None], None]
@@ -42,11 +47,45 @@ def _keep_all(versions: Versions) -> Versions:
     return versions
 
 
+def pack_versions(state: Versions) -> bytes:
+    """A state in its packed wire form: the msgpack of `to_wire`, as a record holds it."""
+    packed: bytes = msgpack.packb(to_wire(state), use_bin_type=True)
+    return packed
+
+
+def unpack_versions(raw: bytes) -> Versions:
+    """Inverse of `pack_versions`, validated like `from_wire` (a peer sent these bytes):
+    ValueError on anything malformed. A peer's bytes reach here only through the wire
+    codec, which has already unpacked them once under its frame limits."""
+    try:
+        doc = msgpack.unpackb(raw, raw=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ValueError("versions are not msgpack") from exc
+    return from_wire(doc)
+
+
+def _stored_versions(raw: bytes) -> bytes:
+    """The versions of an encoded record (`storage.record`), still packed.
+
+    A record is the msgpack array [format, versions, local actor], so its versions are
+    one contiguous run of its bytes, exactly `pack_versions(record.versions)`: found by
+    skipping over them, without building them. The local actor stays behind.
+    """
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(raw))
+    unpacker.feed(raw)
+    if unpacker.read_array_header() != 3 or unpacker.unpack() != RECORD_FORMAT:
+        raise ValueError("unknown record format")
+    start = unpacker.tell()
+    unpacker.skip()
+    return raw[start:unpacker.tell()]
+
+
 class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.hint_index: dict[str, SortedSet] = {}
         self.listener: ChangeListener | None = None
+        self.full: str | None = None
         # (data key, record) of the last record read or written, for the listener.
         self._last: tuple[bytes, Record | None] | None = None
         for hkey, _ in engine.scan("hints", b"", None):
@@ -125,11 +164,47 @@ class KeyStore:
                     return out
         return out
 
+    def abandon(self, batch: Batch) -> None:
+        """Drop a batch whose commit failed (`Engine.abandon`) and keep in step with it.
+
+        Its record changes are undone: the listener sees each key go from the state the
+        batch held back to the one reads now find (older layers), and the hint index
+        loses (or regains) the hints the batch wrote (or deleted). Keys written again
+        since the batch was sealed keep their newer value and need no undo.
+        """
+        undone: list[tuple[bytes, bytes | None]] = []
+        hints: list[bytes] = []
+        for (table, key), value in self.engine.abandon(batch):
+            if table == "data":
+                undone.append((key, value))
+            elif table == "hints":
+                hints.append(key)
+        self._last = None
+        for hkey in hints:
+            _, _, target = split_hint_key(hkey)
+            if self.engine.get("hints", hkey) is None:
+                keys = self.hint_index.get(target)
+                if keys is not None:
+                    keys.discard(hkey)
+                    if not keys:
+                        del self.hint_index[target]
+            else:
+                self.hint_index.setdefault(target, SortedSet()).add(hkey)
+        listener = self.listener
+        if listener is None:
+            return
+        for dkey, value in undone:
+            raw = self.engine.get("data", dkey)
+            token, key = split_data_key(dkey)
+            held = None if value is None else decode_record(value).versions
+            now = None if raw is None else decode_record(raw).versions
+            listener(token, key, held, now)
+
     # --- hints ----------------------------------------------------------------------
 
     def get_hint(self, hkey: bytes) -> Versions | None:
         raw = self.engine.get("hints", hkey)
-        return None if raw is None else from_wire(msgpack.unpackb(raw, raw=False))
+        return None if raw is None else from_trusted_wire(msgpack.unpackb(raw, raw=False))
 
     def merge_hint(self, token: int, key: bytes, target: str, incoming: Versions,
                    resolve: Resolver = _keep_all) -> None:
@@ -166,7 +241,7 @@ class KeyStore:
     def hinted_versions(self, token: int, key: bytes) -> Iterator[Versions]:
         prefix = hint_prefix(token, key)
         for _, raw in self.engine.scan("hints", prefix, prefix_end(prefix)):
-            yield from_wire(msgpack.unpackb(raw, raw=False))
+            yield from_trusted_wire(msgpack.unpackb(raw, raw=False))
 
     def read_merged(self, token: int, key: bytes) -> Versions | None:
         """Everything this node knows of a key: its record and any hints it holds."""
@@ -176,6 +251,24 @@ class KeyStore:
             for hinted in self.hinted_versions(token, key):
                 state = merge(state, hinted)
         return state
+
+    def read_packed(self, token: int, key: bytes) -> bytes | None:
+        """`read_merged`, packed (`pack_versions`): what a replica answers a read with.
+
+        With no hint held for the key it is a slice of the stored record's bytes, so a
+        read neither decodes the record nor encodes it again; with hints, the merge of
+        the record and the hints is packed. Either way, the same bytes as
+        `pack_versions(read_merged(...))`.
+        """
+        raw = self.engine.get("data", data_key(token, key))
+        if self.hint_index:
+            hinted = list(self.hinted_versions(token, key))
+            if hinted:
+                state = merge(None if raw is None else decode_record(raw).versions, hinted[0])
+                for more in hinted[1:]:
+                    state = merge(state, more)
+                return pack_versions(state)
+        return None if raw is None else _stored_versions(raw)
 
     # --- node metadata --------------------------------------------------------------
 

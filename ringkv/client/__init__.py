@@ -37,8 +37,10 @@ from ringkv.client.protocol import (
     ConflictError,
     GetResult,
     QuorumError,
+    RecordTooLargeError,
     RingkvError,
     ServerError,
+    StorageFullError,
     TooManySiblingsError,
     TransportError,
 )
@@ -72,8 +74,10 @@ __all__ = [
     "ConflictError",
     "GetResult",
     "QuorumError",
+    "RecordTooLargeError",
     "RingkvError",
     "ServerError",
+    "StorageFullError",
     "TooManySiblingsError",
     "TransportError",
 ]

@@ -45,8 +45,10 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "QuorumError",
+    "RecordTooLargeError",
     "RingkvError",
     "ServerError",
+    "StorageFullError",
     "TooManySiblingsError",
     "TransportError",
     "build_admin",
@@ -121,6 +123,16 @@ class TooManySiblingsError(BadRequestError):
         super().__init__(409, message)
 
 
+class RecordTooLargeError(BadRequestError):
+    """413: the write would leave the key larger than every node can store and move
+    (`size` bytes encoded, over `limit`); nothing changed."""
+
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(413, message)
+
+
 class ServerError(RingkvError):
     """Any other unexpected answer (5xx other than 503, 501 not implemented, ...)."""
 
@@ -128,6 +140,14 @@ class ServerError(RingkvError):
         self.status = status
         self.message = message
         super().__init__(f"{status}: {message}")
+
+
+class StorageFullError(ServerError):
+    """507: the coordinating node's disk or storage map is full; the write was not
+    taken. Reads still work; another node may take the write."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(507, message)
 
 
 class TransportError(RingkvError):
@@ -336,8 +356,13 @@ def error_for(resp: HttpResponse) -> RingkvError:
     siblings, limit = doc.get("siblings"), doc.get("limit")
     if resp.status == 409 and isinstance(siblings, int) and isinstance(limit, int):
         return TooManySiblingsError(message, siblings, limit)
+    size = doc.get("size")
+    if resp.status == 413 and isinstance(size, int) and isinstance(limit, int):
+        return RecordTooLargeError(message, size, limit)
     if 400 <= resp.status < 500:
         return BadRequestError(resp.status, message)
+    if resp.status == 507:
+        return StorageFullError(message)
     return ServerError(resp.status, message)
 
 

@@ -18,9 +18,11 @@ Job:
   with the node's resolver. An exchange that found differences is followed by another
   on the next tick, so repair speed follows the differences and cost stays bounded
   per message (`MAX_KEYS` keys).
-- Expiry: every live sibling with an expiry is in a heap; once it expires locally the
-  record is rewritten with its tombstone form (`storage.versions.expire`), which then
-  converges like a delete.
+- Expiry: every record with a live sibling that expires has one deadline, its earliest
+  expiry, in a per-key queue (`storage.deadlines`: rewriting a key moves its deadline,
+  so memory follows keys, not writes); once it expires locally the record is rewritten
+  with its tombstone form (`storage.versions.expire`), which then converges like a
+  delete.
 - Tombstone compaction: a record holding only tombstones is reduced to its causal
   context (`storage.versions.compact`) once it has been dead here for
   `tombstone_grace` seconds and every other replica of its range has been seen with an
@@ -34,7 +36,6 @@ initiator times out and starts again later).
 
 from __future__ import annotations
 
-import heapq
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -46,6 +47,7 @@ from coordinator.effects import Effect, Send
 from ring.token import key_token
 from ringkv.core.host import NodeHost
 from ringkv.core.wire import Message, encode
+from storage.deadlines import DeadlineQueue
 from storage.record import Record
 from storage.versions import Versions, compact, expire, is_dead, next_expiry
 
@@ -94,16 +96,20 @@ class AntiEntropy:
         self._offset: dict[str, int] = {}
         # When each peer last drove an exchange of its own past the roots with us: while
         # it repairs, we do not start a second exchange over the same ranges with it.
+        # Kept only for `_peers` (pruned to them when the ranges change), so peer ids
+        # claimed in frames never grow it; the other per-peer maps are keyed by peers of
+        # our own ranges only.
         self._peer_busy: dict[str, float] = {}
+        self._peers: frozenset[str] = frozenset()  # every peer of a range we replicate
         self._xid = node.rng.getrandbits(48)
         self._now = 0.0
         # Range -> peer -> when that peer's root was last seen equal to ours.
         self.confirmed: dict[Range, dict[str, float]] = {}
-        self._expiring: list[tuple[int, int, bytes]] = []
+        # (token, key) -> its earliest expiry (ms); one deadline per key.
+        self._expiring: DeadlineQueue[tuple[int, bytes]] = DeadlineQueue()
         self.dead: dict[tuple[int, bytes], float] = {}  # dead record -> dead since
-        # (when to look again, dead since, token, key): entries whose `since` no longer
-        # matches `dead` are stale and skipped.
-        self._dead_due: list[tuple[float, float, int, bytes]] = []
+        # (token, key) -> when to look at a dead record again; one deadline per key.
+        self._dead_due: DeadlineQueue[tuple[int, bytes]] = DeadlineQueue()
         self._shared: dict[str, list[RangeTree]] | None = None
         node.store.listener = self._on_change
 
@@ -119,6 +125,9 @@ class AntiEntropy:
         # that keep its range; new ranges start a build, gone ones are dropped.
         self.trees = {r: self.trees.get(r) or RangeTree(*r) for r in wanted}
         self.peers_of = wanted
+        self._peers = frozenset(p for peers in wanted.values() for p in peers)
+        for gone in [p for p in self._peer_busy if p not in self._peers]:
+            del self._peer_busy[gone]
         ordered = sorted(self.trees.values(), key=lambda t: t.end)
         self._ends = [t.end for t in ordered]
         self._by_end = ordered
@@ -143,16 +152,17 @@ class AntiEntropy:
         self._index(token, key, new)
 
     def _index(self, token: int, key: bytes, versions: Versions | None) -> None:
-        if versions is not None:
-            exp = next_expiry(versions)
-            if exp is not None:
-                heapq.heappush(self._expiring, (exp, token, key))
+        exp = None if versions is None else next_expiry(versions)
+        if exp is not None:
+            self._expiring.set((token, key), exp)
+        else:
+            self._expiring.discard((token, key))
         if versions is not None and is_dead(versions):
             self.dead[(token, key)] = self._now  # (re)starts the grace period
-            heapq.heappush(self._dead_due, (self._now + self.node.config.tombstone_grace,
-                                            self._now, token, key))
+            self._dead_due.set((token, key), self._now + self.node.config.tombstone_grace)
         else:
             self.dead.pop((token, key), None)
+            self._dead_due.discard((token, key))
 
     def _build(self) -> None:
         budget = BUILD_KEYS_PER_TICK
@@ -186,9 +196,10 @@ class AntiEntropy:
         now_ms = int(now * 1000)
         store = self.node.store
         for _ in range(EXPIRE_PER_TICK):
-            if not self._expiring or self._expiring[0][0] > now_ms:
+            due = self._expiring.pop_due(now_ms)
+            if due is None:
                 return
-            _, token, key = heapq.heappop(self._expiring)
+            token, key = due
             record = store.get_record(token, key)
             if record is None:
                 continue
@@ -201,17 +212,19 @@ class AntiEntropy:
         due = self._dead_due
         retry = now + self.node.config.anti_entropy_interval
         for _ in range(COMPACT_PER_TICK):
-            if not due or due[0][0] > now:
+            entry = due.pop_due(now)
+            if entry is None:
                 return
-            _, since, token, key = heapq.heappop(due)
-            if self.dead.get((token, key)) != since:
-                continue  # changed since, or gone: a newer entry (if any) decides
+            token, key = entry
+            since = self.dead.get((token, key))
+            if since is None:
+                continue  # no longer dead (its deadline is normally dropped with it)
             tree = self.tree_of(token)
             if tree is None:
                 continue
             seen = self.confirmed.get(tree.range, {})
             if not all(seen.get(p, -1.0) > since for p in self.peers_of[tree.range]):
-                heapq.heappush(due, (retry, since, token, key))  # not every replica yet
+                due.set((token, key), retry)  # not every replica yet
                 continue
             record = self.node.store.get_record(token, key)
             if record is None or not is_dead(record.versions):
@@ -277,7 +290,7 @@ class AntiEntropy:
         self._refresh_ranges()
         mine = self._inflight.get(src)
         if (mine is None or mine[0] != getattr(msg, "xid", None)) and \
-                not (isinstance(msg, AeNodes) and msg.level == 0):
+                not (isinstance(msg, AeNodes) and msg.level == 0) and src in self._peers:
             self._peer_busy[src] = now
         match msg:
             case AeNodes(xid, level, items):

@@ -16,7 +16,14 @@ that knows every type id:
     10-13  replica puts and gets       coordinator.messages
     20-21  forwarded writes            coordinator.messages
     30-33  anti-entropy (to 39)        antientropy.messages
-    40-43  range transfers             ringkv.core.transfer_wire
+    40-44  range transfers             ringkv.core.transfer_wire
+
+A message class may set `PACKED_TAIL = True`: its last field, when not None, is carried
+already packed (msgpack bytes), so that a state read from disk goes out without being
+decoded and encoded again. `encode` appends those bytes as they are, and `decode` hands
+`from_fields` the last field's bytes as they came, packed, for the receiver to decode
+when (and if) it needs them, once the class's `tail_shape_ok` accepted the field's
+outline. The frame is the one the unpacked field would give.
 
 `decode` validates shape and types and raises `WireError` on anything else, so a
 malformed frame from a peer is refused without touching node state; msgpack builds the
@@ -55,6 +62,7 @@ class Extension(Protocol):
 Message = Extension
 
 _TYPES: dict[int, Any] = {}
+_PACKED_TAIL: set[int] = set()  # ids of the types whose last field travels packed
 # Ids 1-3 were the heartbeat ping, pong and members update that gossip (6-8) replaced:
 # retired, never to be reused, so a frame from an old node cannot be misread.
 _RETIRED = frozenset(range(1, 4))
@@ -67,6 +75,14 @@ def register(*classes: Any) -> None:
         if type_id in _RETIRED or _TYPES.get(type_id, cls) is not cls:
             raise ValueError(f"message type id {type_id} is already taken")
         _TYPES[type_id] = cls
+        if getattr(cls, "PACKED_TAIL", False):
+            _PACKED_TAIL.add(type_id)
+
+
+def registered_types() -> dict[int, Any]:
+    """Every registered message class by type id, in id order (a copy: registering is
+    `register`'s job)."""
+    return {type_id: _TYPES[type_id] for type_id in sorted(_TYPES)}
 
 
 def encode(msg: AnyMessage) -> bytes:
@@ -76,7 +92,27 @@ def encode(msg: AnyMessage) -> bytes:
         fields = msg.to_fields()  # type: ignore[attr-defined]
     except (ValueError, TypeError) as exc:
         raise WireError(str(exc)) from exc
+    if msg.TYPE in _PACKED_TAIL and fields and type(fields[-1]) is bytes:
+        # The frame of [type, *fields] with the last one unpacked: msgpack writes a
+        # list as its header and then each item, so a placeholder nil (one byte, last)
+        # is swapped for the packed bytes.
+        head: bytes = msgpack.packb([msg.TYPE, *fields[:-1], None], use_bin_type=True)
+        return head[:-1] + fields[-1]
     packed: bytes = msgpack.packb([msg.TYPE, *fields], use_bin_type=True)
+    return packed
+
+
+def _packed_tail(frame: bytes, doc: list[Any]) -> bytes:
+    """The bytes of the last item of the message list `doc` that `frame` decoded to.
+
+    They are the end of the frame when its start is as `encode` writes it (any
+    well-formed frame ends with its last item); a frame from another encoder gets the
+    item packed again, the same value in `encode`'s form.
+    """
+    head: bytes = msgpack.packb([*doc[:-1], None], use_bin_type=True)[:-1]
+    if frame.startswith(head):
+        return frame[len(head):]
+    packed: bytes = msgpack.packb(doc[-1], use_bin_type=True)
     return packed
 
 
@@ -137,6 +173,14 @@ def decode(frame: bytes) -> Message:
     cls = _TYPES.get(type_id) if type(type_id) is int else None
     if cls is None:
         raise WireError(f"unknown message type {type_id!r} with {len(fields)} fields")
+    if type_id in _PACKED_TAIL and fields and fields[-1] is not None:
+        # Unpacked above under the limits (so unpacking it again is as bounded), but
+        # handed over packed: validating it whole is the receiver's, when it needs it.
+        # Its shape is checked here, at no cost, so garbage is refused (and counted)
+        # like any malformed frame.
+        if not cls.tail_shape_ok(fields[-1]):
+            raise WireError(f"malformed packed field of message type {type_id}")
+        fields[-1] = _packed_tail(frame, doc)
     try:
         msg: Message = cls.from_fields(fields)
     except WireError:
