@@ -48,6 +48,8 @@ STORAGE_ENGINES = ("lmdb", "memory")
 SYNC_MODES = ("group", "none")
 CONFLICT_MODES = ("dvv", "lww")
 MAX_SIBLINGS = 10000  # the highest --max-siblings: beyond it one key's writes crawl
+MIN_MAP_SIZE = 1 << 20  # the smallest --map-size: room for the node's own metadata
+MAX_MAP_SIZE = 1 << 46  # the largest --map-size: 64 TiB, within 64-bit address space
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -115,6 +117,10 @@ class NodeConfig:
     # quadratic. 100 is far beyond any honest conflict; a write whose context covers
     # the siblings leaves one and always works (contract section 4).
     max_siblings: int = 100
+    # 16 GiB: the most the LMDB map (the durable engine's data) may grow to. A map is
+    # address space, not disk, so a large one costs nothing; a smaller one caps the
+    # disk a node uses. A write that does not fit gets 507 and the node lives on.
+    map_size: int = 1 << 34
     # 3 s: well above a healthy LAN round trip plus an fsync, well below a client's
     # patience; requests may ask for less or more with ?timeout=.
     request_timeout_ms: int = 3000
@@ -150,6 +156,16 @@ class NodeConfig:
     inject_latency: str | None = None
     # The second switch for experimental settings (--experimental, RINGKV_EXPERIMENTAL=1).
     experimental: bool = False
+    # Client connections served at once; past it a new one gets 503 and is closed. Each
+    # may hold a request head (up to the largest context) and a value in memory.
+    max_http_connections: int = 1024
+    # Seconds a client has to send a whole request head once it starts one (or once it
+    # connects): a half-sent head never holds a connection longer (slowloris).
+    http_header_timeout: float = 10.0
+    # Seconds a client has to send a request body once its head arrived (408 past it).
+    http_body_timeout: float = 30.0
+    # Seconds an idle keep-alive connection stays open: above common proxies' 60 s.
+    http_keepalive_timeout: float = 75.0
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, list):
@@ -217,6 +233,7 @@ SETTING_KINDS: dict[str, str] = {
     "sync": "choice",
     "max_value_bytes": "int",
     "max_siblings": "int",
+    "map_size": "int",
     "request_timeout_ms": "int",
     "heartbeat_interval": "float",
     "phi_convict_threshold": "float",
@@ -227,6 +244,10 @@ SETTING_KINDS: dict[str, str] = {
     "conflict": "choice",
     "inject_latency": "optstr",
     "experimental": "bool",
+    "max_http_connections": "int",
+    "http_header_timeout": "float",
+    "http_body_timeout": "float",
+    "http_keepalive_timeout": "float",
 }
 assert set(SETTING_KINDS) == {f.name for f in fields(NodeConfig)}, "keep in step with NodeConfig"
 
@@ -364,11 +385,19 @@ def check_settings(values: Mapping[str, Any], labels: Mapping[str, str]) -> None
     if not 1 <= values["max_siblings"] <= MAX_SIBLINGS:
         fail("max_siblings",
              f"must be between 1 and {MAX_SIBLINGS}, got {values['max_siblings']}")
+    if not MIN_MAP_SIZE <= values["map_size"] <= MAX_MAP_SIZE:
+        fail("map_size", f"must be between {MIN_MAP_SIZE} and {MAX_MAP_SIZE} bytes,"
+             f" got {values['map_size']}")
     if values["join_settle"] < 0:
         fail("join_settle", f"must be at least 0, got {values['join_settle']}")
     for name in ("max_value_bytes", "request_timeout_ms", "hint_replay_batch"):
         if values[name] < 1:
             fail(name, f"must be at least 1, got {values[name]}")
+    if values["max_http_connections"] < 1:
+        fail("max_http_connections", f"must be at least 1, got {values['max_http_connections']}")
+    for name in ("http_header_timeout", "http_body_timeout", "http_keepalive_timeout"):
+        if values[name] <= 0:
+            fail(name, f"must be greater than 0, got {values[name]}")
 
     # Cross-setting rules: blame the setting the user actually gave.
     n = values["n"]

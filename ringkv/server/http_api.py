@@ -3,7 +3,9 @@
 This layer only translates: it validates and parses a request into a
 `coordinator.requests` value, hands it to the node through the runtime, and maps the
 answer to a status code. Bad input is refused here with a 4xx before the node sees it,
-so nothing changes on a bad request.
+so nothing changes on a bad request. A body that does not arrive whole within
+`http_body_timeout` is a 408; connections, request heads and aiohttp's own refusals
+are bounded below this layer (`ringkv.server.http_edge`).
 
 Keys are taken from the raw (still percent-encoded) path and decoded to bytes, so any
 byte string of 1..1024 bytes is a key.
@@ -14,6 +16,7 @@ imported here for type checking only: the runtime never depends on the API it se
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import time
@@ -29,7 +32,9 @@ from coordinator.requests import (
     QuorumFailed,
     ReadOk,
     ReadRequest,
+    RecordTooLarge,
     Rejected,
+    StorageFull,
     TooManySiblings,
     WriteOk,
     WriteRequest,
@@ -37,6 +42,7 @@ from coordinator.requests import (
 from ring.token import key_token
 from ringkv.server.admin_auth import AdminGuard
 from ringkv.server.metrics import Metrics
+from ringkv.server.openapi import serve_openapi
 from storage.versions import ContextError, Sibling, decode_context, encode_context
 
 if TYPE_CHECKING:
@@ -149,6 +155,13 @@ class Api:
             return _error(409, f"key would hold {resp.siblings} versions; limit"
                           f" {resp.limit}: write with the context of a read",
                           siblings=resp.siblings, limit=resp.limit)
+        if isinstance(resp, RecordTooLarge):
+            # Every record must fit the internode frames it travels in (storage.limits).
+            return _error(413, f"key would take {resp.size} bytes encoded; limit"
+                          f" {resp.limit}: write with the context of a read",
+                          size=resp.size, limit=resp.limit)
+        if isinstance(resp, StorageFull):
+            return _error(507, resp.error)
         if isinstance(resp, WriteOk):
             return web.Response(status=204, headers={"X-Context": encode_context(resp.context)})
         if isinstance(resp, NotFound):
@@ -202,7 +215,7 @@ class Api:
         ttl = _positive_int(request, "ttl", 10 * 365 * 86400)
         timeout = _positive_int(request, "timeout", MAX_TIMEOUT_MS)
         context = _context(request)
-        value = await _read_body(request, limit)
+        value = await _read_body(request, limit, self.runtime.config.http_body_timeout)
         ctype = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
         if len(ctype) > 256:
             raise BadRequest(400, "Content-Type longer than 256 characters")
@@ -370,14 +383,20 @@ def _raw_query_param(request: web.Request, name: str) -> bytes | None:
     return None
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole body, within `limit` bytes and `timeout` seconds (413 or 408 past them):
+    a body that never completes must not hold its connection and its buffer forever."""
     chunks = []
     size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, f"value is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    raise BadRequest(413, f"value is larger than the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BadRequest(408, f"request body not received within {timeout:g} s") from None
     return b"".join(chunks)
 
 
@@ -420,6 +439,7 @@ def make_app(runtime: NodeRuntime) -> web.Application:
     app.router.add_post("/cluster/leave", admin(api.leave))
     app.router.add_post("/cluster/remove/{node_id}", admin(api.remove))
     app.router.add_get("/metrics", api.metrics_endpoint)
+    app.router.add_get("/openapi.json", serve_openapi)
     app.router.add_get("/debug/local/kv/{key:[\\s\\S]+}", admin(api.local_record))
     app.router.add_get("/debug/latency", admin(api.injected_latency))
     return app

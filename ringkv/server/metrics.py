@@ -4,6 +4,11 @@ Request counts and latencies are observed by the HTTP layer as they happen. Ever
 the pure node counts (read repairs, hints) lives in plain ints on `Node.stats` and is
 read only when `/metrics` is scraped, so the hot path pays nothing for it. The runtime
 is handed in by the HTTP layer and imported here for type checking only.
+
+Every label set is bounded: `ringkv_member_up{member}` names current members only (a
+member that left stays in the membership as a record forever) and at most
+`MAX_MEMBER_LABELS` of them, this node first; `ringkv_internal_errors_total{part}`
+names the fixed places where the node contains failures.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gossip.membership import LEFT
+
 if TYPE_CHECKING:
     from ringkv.server.runtime import NodeRuntime
 
@@ -23,6 +30,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    2.5, 5.0, 10.0)
 SIBLING_BUCKETS = (1, 2, 3, 4, 5, 8, 16, 32, 64)
 STALE_BUCKETS = (0, 1, 2, 3, 4, 5, 7, 10)
+MAX_MEMBER_LABELS = 1024  # member_up series at most: a scrape stays small in any cluster
 
 
 class _NodeCollector:
@@ -82,9 +90,30 @@ class _NodeCollector:
         up = GaugeMetricFamily("ringkv_member_up", "1 when this node sees the member up",
                                labels=["member"])
         now = time.time()
-        for m in node.members.members():
+        current = sorted((m for m in node.members.members() if m.status != LEFT),
+                         key=lambda m: (m.node_id != node.id, m.node_id))
+        for m in current[:MAX_MEMBER_LABELS]:
             up.add_metric([m.node_id], 1.0 if node.view_status(m, now) == "up" else 0.0)
         yield up
+        errors = CounterMetricFamily("ringkv_internal_errors",
+                                     "Failures the node contained, by where they happened",
+                                     labels=["part"])
+        for part, count in sorted(node.faults.items()):
+            errors.add_metric([part], count)
+        yield errors
+        yield GaugeMetricFamily("ringkv_requests_waiting",
+                                "Client requests waiting for the node's answer",
+                                value=self.runtime.waiting())
+        edge = self.runtime.edge
+        yield GaugeMetricFamily("ringkv_http_connections", "Client connections open",
+                                value=edge.active)
+        refused = CounterMetricFamily("ringkv_http_connections_refused",
+                                      "Client connections cut by the HTTP edge, by reason",
+                                      labels=["reason"])
+        refused.add_metric(["limit"], edge.refused)
+        refused.add_metric(["head_timeout"], edge.head_timeouts)
+        refused.add_metric(["head_too_large"], edge.heads_too_large)
+        yield refused
 
 
 class Metrics:

@@ -8,6 +8,13 @@ one batch at a time, in a worker thread when the engine syncs to disk (so the lo
 serving while the fsync runs; writes staged meanwhile form the next batch). An effect
 marked `durable` is held until the batch holding every write staged before it commits
 (`ringkv.core.gate`): a replica's acknowledgement never leaves before its write is on disk.
+
+Nothing wedges the loop: the node contains a failing part of its tick, message handler
+or timer (`Node.on_fault`: logged here, at most once per `FAULT_LOG_EVERY` seconds for
+each place, and counted); an effect that cannot be carried out is skipped alone; every
+client request is answered by its deadline (its timeout plus `REQUEST_GRACE`: a 503 if
+the node never answered), and stopping answers those still waiting at once. The HTTP
+edge (`ringkv.server.http_edge`) bounds connections, request heads and idle time.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from aiohttp import web
 
 from coordinator.effects import Effect, Reply, Send, SetTimer
 from coordinator.effects import Message as AnyMessage
-from coordinator.requests import ClientRequest, ClientResponse
+from coordinator.requests import ClientRequest, ClientResponse, QuorumFailed, WriteRequest
 from gossip.membership import valid_node_id
 from ringkv.core import wire
 from ringkv.core.addresses import seed_destination, seed_hostport, split_hostport
@@ -35,13 +42,33 @@ from ringkv.core.gate import DurabilityGate
 from ringkv.core.latency import LatencyInjector
 from ringkv.core.node import Node
 from ringkv.net.transport import Transport
-from storage.engine import Engine
+from ringkv.server.http_edge import EdgeLimits, EdgeRunner, EdgeStats
+from storage.engine import Batch, Engine, StorageFullError
 from storage.memory import MemoryEngine
+from storage.versions import MAX_CONTEXT_CHARS
 
 log = logging.getLogger("ringkv")
 
 TICK = 0.1  # seconds between node ticks: heartbeats, hint replay, joins
+# Seconds a node that found its storage full refuses writes before trying again.
+STORAGE_FULL_RETRY = 5.0
 MAX_REQUEST_LINE = 64 * 1024  # bytes of HTTP request line (method, path, query)
+# Bytes of one header field (name and value): the largest context the store accepts,
+# and so every context it hands out, must come back as X-Context (contract section 4).
+MAX_HEADER_FIELD = MAX_CONTEXT_CHARS + 1024
+# Bytes of a whole request head: one largest context plus room for the other headers.
+MAX_REQUEST_HEAD = MAX_HEADER_FIELD + MAX_REQUEST_LINE
+# Seconds past a request's own timeout before the runtime answers it itself: room for a
+# forwarded write's grace and a group commit, so the coordinator's answer comes first.
+REQUEST_GRACE = 1.0
+# Seconds a stopping node gives its HTTP handlers to finish (requests still waiting on
+# the node are answered at once; this bounds slow bodies and slow readers).
+STOP_GRACE = 2.0
+# Seconds the server keeps reading (and dropping) the rest of a body it refused before
+# closing, so the client reads the refusal rather than a reset; aiohttp's 10 s would let
+# a client that refused to send its body hold the connection that much longer.
+LINGER = 2.0
+FAULT_LOG_EVERY = 10.0  # seconds between logged tracebacks of failures at one place
 
 
 def open_engine(config: NodeConfig) -> Engine:
@@ -50,18 +77,22 @@ def open_engine(config: NodeConfig) -> Engine:
     from storage.lmdb_engine import LmdbEngine
 
     os.makedirs(config.data_path, exist_ok=True)
-    return LmdbEngine(os.path.join(config.data_path, "lmdb"), sync=config.sync == "group")
+    return LmdbEngine(os.path.join(config.data_path, "lmdb"), sync=config.sync == "group",
+                      map_size=config.map_size)
 
 
 class NodeRuntime:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.engine = open_engine(config)
-        self.node = Node(config, self.engine, time.time(), random.Random(os.urandom(16)))
+        self._fault_logged: dict[str, tuple[float, int]] = {}  # place -> (last, since)
+        self.node = Node(config, self.engine, time.time(), random.Random(os.urandom(16)),
+                         on_fault=self._fault)
         secret = config.cluster_secret.encode() if config.cluster_secret else None
         self.transport = Transport(config.node_id, self._on_frame, valid_peer_id=valid_node_id,
                                    secret=secret, logger=log)
         self._clients: dict[int, asyncio.Future[ClientResponse]] = {}
+        self._quorums: dict[int, int] = {}  # the quorum each waiting client asked for
         self._next_client = 0
         self._gate = DurabilityGate(self.engine)
         self._committer: asyncio.Task[None] | None = None
@@ -70,10 +101,13 @@ class NodeRuntime:
         self._ticker: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self.edge = EdgeStats()
         self.bad_frames = 0
         self._seeds_forgotten = False
         self._judged_down: set[str] = set()  # members whose connection was dropped
         self.commits = 0
+        self.storage_full_batches = 0  # batches abandoned because storage was full
         # Experiments only (config refuses it without `experimental`): WARS leg delays.
         self.injector = (LatencyInjector.from_spec(config.inject_latency,
                                                    random.Random(os.urandom(16)))
@@ -87,9 +121,20 @@ class NodeRuntime:
         await self._flush()  # identity and membership must be on disk before we speak
         await self.transport.listen(self.config.host, self.config.rpc_port)
         # A request line long enough for any over-long key to reach the API and get
-        # the contract's 414 (aiohttp's default, 8190, answers a bare 400 before that).
-        self._runner = web.AppRunner(app, access_log=None,
-                                     handle_signals=False, max_line_size=MAX_REQUEST_LINE)
+        # the contract's 414 (aiohttp's default, 8190, answers a bare 400 before that);
+        # header fields long enough for every context (aiohttp's parser written in
+        # Python applies the line limit to header lines too, hence the larger of both).
+        config = self.config
+        limits = EdgeLimits(max_connections=config.max_http_connections,
+                            header_timeout=config.http_header_timeout,
+                            max_head_bytes=MAX_REQUEST_HEAD)
+        self._runner = EdgeRunner(app, limits, self.edge, access_log=None,
+                                  handle_signals=False, handler_cancellation=True,
+                                  shutdown_timeout=STOP_GRACE,
+                                  keepalive_timeout=config.http_keepalive_timeout,
+                                  lingering_time=LINGER,
+                                  max_line_size=max(MAX_REQUEST_LINE, MAX_HEADER_FIELD),
+                                  max_field_size=MAX_HEADER_FIELD)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.http_port,
                            reuse_address=True)
@@ -104,6 +149,13 @@ class NodeRuntime:
                  self.config.rpc_port)
 
     async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        # Stopping is not leaving: requests still waiting on the node are answered now
+        # (the write may exist, as after any 503), not after their timeouts.
+        for client_id in list(self._clients):
+            self._unanswered(client_id, "node is stopping")
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -118,12 +170,35 @@ class NodeRuntime:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK)
+            # The node contains each part of its tick; these catch what is left, so a
+            # bug anywhere never stops the node's heartbeat.
+            now = time.time()
             try:
-                now = time.time()
                 self._run(self.node.tick(now))
+            except Exception as exc:
+                self._fault("tick", exc)
+            try:
                 self._redial_down_peers(now)
-            except Exception:  # a bug in one tick must not stop the node's heartbeat
-                log.exception("tick failed")
+            except Exception as exc:
+                self._fault("redial", exc)
+
+    def _fault(self, where: str, exc: Exception) -> None:
+        """Log a contained failure: its traceback at most once per `FAULT_LOG_EVERY`
+        seconds for each place (one failing every tick must not flood the log)."""
+        now = time.monotonic()
+        last, since = self._fault_logged.get(where, (-FAULT_LOG_EVERY, 0))
+        if now - last < FAULT_LOG_EVERY:
+            self._fault_logged[where] = (last, since + 1)
+            return
+        self._fault_logged[where] = (now, 0)
+        log.error("%s failed (%d more since the last report): %s", where, since,
+                  type(exc).__name__, exc_info=exc)
+
+    def _count_fault(self, where: str, exc: Exception) -> None:
+        """A failure contained here rather than in the node, counted with the node's."""
+        faults = self.node.faults
+        faults[where] = faults.get(where, 0) + 1
+        self._fault(where, exc)
 
     def _redial_down_peers(self, now: float) -> None:
         """Drop the connection to each member as it is judged down, once: it may be
@@ -141,16 +216,44 @@ class NodeRuntime:
     # --- inputs -----------------------------------------------------------------------
 
     async def request(self, req: ClientRequest) -> ClientResponse:
+        """The node's answer to `req`; by its deadline, whatever the node does."""
         assert self._loop is not None
+        quorum = self._quorum(req)
+        if self._stopping:
+            return QuorumFailed(0, quorum, "node is stopping")
         self._next_client += 1
         client_id = self._next_client
         fut: asyncio.Future[ClientResponse] = self._loop.create_future()
         self._clients[client_id] = fut
+        self._quorums[client_id] = quorum
+        timeout_ms = req.timeout_ms or self.config.request_timeout_ms
         try:
             self._run(self.node.client_request(client_id, req, time.time()))
-            return await fut
+            async with asyncio.timeout(timeout_ms / 1000 + REQUEST_GRACE):
+                return await fut
+        except TimeoutError:
+            # The coordinator lost it (a bug, a failed timer): answer as for a quorum
+            # not reached, which is what the client sees; the write may still exist.
+            self._count_fault("request", TimeoutError(f"no answer in {timeout_ms} ms"))
+            return QuorumFailed(0, quorum, f"no answer from the coordinator within"
+                                f" {timeout_ms} ms")
         finally:
             self._clients.pop(client_id, None)
+            self._quorums.pop(client_id, None)
+
+    def waiting(self) -> int:
+        """Client requests waiting for the node's answer now."""
+        return len(self._clients)
+
+    def _quorum(self, req: ClientRequest) -> int:
+        if isinstance(req, WriteRequest):
+            return req.w or self.node.w
+        return req.r or self.node.r
+
+    def _unanswered(self, client_id: int, why: str) -> None:
+        fut = self._clients.get(client_id)
+        if fut is not None and not fut.done():
+            fut.set_result(QuorumFailed(0, self._quorums.get(client_id, 0), why))
 
     def leave(self) -> str | None:
         """Start handing this node's ranges over (POST /cluster/leave); an error or None."""
@@ -187,7 +290,10 @@ class NodeRuntime:
         encoded: dict[int, bytes] = {}
         for effect in effects:
             if self._gate.admit(effect):
-                self._do(effect, encoded)
+                try:
+                    self._do(effect, encoded)
+                except Exception as exc:  # one effect that cannot be done stops no other
+                    self._count_fault("effect", exc)
         if self.engine.has_staged() and self._committer is None:
             self._committer = asyncio.ensure_future(self._commit_loop())
 
@@ -245,15 +351,19 @@ class NodeRuntime:
             # Only this task starts batches (one task at a time), so `start` never finds
             # one in flight: it seals whatever is staged, or ends the loop.
             while (batch := self._gate.start()) is not None:
-                if self._sync_commits:
-                    await self._loop.run_in_executor(self._executor, self.engine.commit,
-                                                     batch)
-                else:
-                    self.engine.commit(batch)
+                try:
+                    await self._commit(batch)
+                except StorageFullError as exc:
+                    self._storage_full(batch, exc)
+                    continue
                 self.commits += 1
+                self.node.store.full = None
                 encoded: dict[int, bytes] = {}
                 for effect in self._gate.committed():
-                    self._do(effect, encoded)
+                    try:
+                        self._do(effect, encoded)
+                    except Exception as exc:  # an effect, not the commit: skip it alone
+                        self._count_fault("effect", exc)
         except Exception:
             # A failed commit means the disk is gone or full: acknowledging anything
             # from here on could lose it, so stop the node loudly.
@@ -262,6 +372,43 @@ class NodeRuntime:
             raise
         finally:
             self._committer = None
+
+    async def _commit(self, batch: Batch) -> None:
+        """Commit `batch`, growing the engine and retrying while it does not fit."""
+        assert self._loop is not None
+        while True:
+            try:
+                if self._sync_commits:
+                    await self._loop.run_in_executor(self._executor, self.engine.commit,
+                                                     batch)
+                else:
+                    self.engine.commit(batch)
+                return
+            except StorageFullError:
+                # No commit runs now and this thread holds no read transaction: the
+                # one moment the engine may remap itself.
+                if not self.engine.grow():
+                    raise
+
+    def _storage_full(self, batch: Batch, exc: StorageFullError) -> None:
+        """A batch that cannot be made durable fails alone; the node lives on.
+
+        Its writes leave the store (reads see what is on disk), and the effects held
+        for it (acks, answers) are dropped, so every write in it fails: its
+        coordinator's quorum never counts this replica. Until a commit succeeds again,
+        or `STORAGE_FULL_RETRY` seconds pass, writes coordinated here get 507.
+        """
+        log.error("%s; failing the %d writes of this batch", exc, len(batch))
+        self.node.store.abandon(batch)
+        dropped = self._gate.committed()
+        self.storage_full_batches += 1
+        log.debug("dropped %d effects held for the failed batch", len(dropped))
+        self.node.store.full = str(exc.strerror or exc)
+        assert self._loop is not None
+        self._loop.call_later(STORAGE_FULL_RETRY, self._retry_storage)
+
+    def _retry_storage(self) -> None:
+        self.node.store.full = None  # the next batch tries again; it fails alone if full
 
     async def _flush(self) -> None:
         """Commit everything staged so far (at start and at a clean stop)."""

@@ -48,6 +48,8 @@ _SERVE_OPTIONS: list[tuple[str, str, str]] = [
     ("sync", "group|none", "fsync per group-commit batch, or leave it to the OS. [group]"),
     ("max_value_bytes", "BYTES", "Largest accepted value. [1048576]"),
     ("max_siblings", "COUNT", "Most versions one key may hold; a write past it gets 409. [100]"),
+    ("map_size", "BYTES", "Most the LMDB map may grow to; writes past it get 507."
+     " [17179869184]"),
     ("request_timeout_ms", "MS", "Coordinator timeout when a request gives none. [3000]"),
     ("heartbeat_interval", "SECONDS", "Seconds between gossip rounds. [0.5]"),
     ("phi_convict_threshold", "PHI", "Phi-accrual suspicion level that marks a peer down. [8]"),
@@ -58,6 +60,11 @@ _SERVE_OPTIONS: list[tuple[str, str, str]] = [
     ("conflict", "dvv|lww", "Keep concurrent writes as siblings, or last write wins. [dvv]"),
     ("inject_latency", "SPEC", "Experiments only (needs --experimental): delay each WARS leg,"
      " e.g. W=exp:10,A=exp:1,R=exp:1,S=exp:1 (ms). [off]"),
+    ("max_http_connections", "COUNT", "Client connections served at once; more get 503."
+     " [1024]"),
+    ("http_header_timeout", "SECONDS", "Time a client has to send a request head. [10]"),
+    ("http_body_timeout", "SECONDS", "Time a client has to send a request body. [30]"),
+    ("http_keepalive_timeout", "SECONDS", "Idle keep-alive connections close after it. [75]"),
 ]
 
 
