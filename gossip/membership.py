@@ -2,8 +2,12 @@
 
 Each member owns its record and is the only one to bump its `version` (the two
 exceptions: a seed writes the first record of a node that joins through it, and an
-operator's removal writes `left` for a dead node). Records merge by version, highest
-wins, so any exchange order converges; `gossip.gossiper` spreads them.
+operator's removal writes `left` for a dead node). A record carries its owner's public
+key and a signature by its owner, or by the member that wrote it for the owner
+(`author`); `gossip.signing` says which records a node admits. Records merge by
+version, highest wins, so any exchange order converges; `gossip.gossiper` spreads them.
+`Membership` itself checks no signature: it holds what the gossiper (or the node's own
+disk) admitted.
 
 `status` is the membership status the cluster agreed on (`joining`, `up`, `leaving`,
 `left`); whether a member is reachable right now is a separate, local judgement made by
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeGuard
 
 from ring.allocation import MAX_VNODES
@@ -42,6 +46,10 @@ REFUTE_LIMIT = COUNTER_LIMIT - (1 << 32)
 # Tokens are ring positions (64-bit), at most MAX_VNODES of them a member.
 TOKEN_LIMIT = 1 << 64
 MAX_TOKENS = MAX_VNODES
+# An Ed25519 public key and signature, raw. A record saved before records were signed
+# has neither (`key` and `sig` empty): it is a placeholder until a signed one arrives.
+KEY_BYTES = 32
+SIG_BYTES = 64
 # An address is `host:port`: a DNS name (at most 253 characters) or an IPv6 literal.
 MAX_ADDRESS = 260
 
@@ -75,19 +83,32 @@ class Member:
     status: str
     version: int
     generation: int  # changes when the node's data dir is new
+    key: bytes = b""  # the owner's Ed25519 public key
+    author: str = ""  # who signed it when not the owner: a seed or a remover
+    sig: bytes = b""  # by the owner's key, or the author's (gossip.signing)
+
+    @property
+    def signer(self) -> str:
+        return self.author or self.node_id
 
     def to_wire(self) -> list[object]:
         # `from_wire` checks every field (ids, `host:port` addresses, status, at most
-        # MAX_TOKENS tokens, counters under COUNTER_LIMIT): a record from a peer or a
-        # disk holds nothing a node cannot act on.
+        # MAX_TOKENS tokens, counters under COUNTER_LIMIT, key and signature sizes): a
+        # record from a peer or a disk holds nothing a node cannot act on. Whether the
+        # signature is good is checked where records are admitted, not here.
         return [self.node_id, self.http, self.rpc, list(self.tokens), self.status,
-                self.version, self.generation]
+                self.version, self.generation, self.key, self.author, self.sig]
 
     @staticmethod
     def from_wire(doc: object) -> Member:
-        if not (isinstance(doc, list) and len(doc) == 7):
+        if not (isinstance(doc, list) and len(doc) == 10):
             raise ValueError("malformed member record")
-        node_id, http, rpc, tokens, status, version, generation = doc
+        node_id, http, rpc, tokens, status, version, generation, key, author, sig = doc
+        if not (type(key) is bytes and len(key) in (0, KEY_BYTES)
+                and type(sig) is bytes and len(sig) in (0, SIG_BYTES)):
+            raise ValueError("member record with a malformed key or signature")
+        if author != "" and not (valid_node_id(author) and author != node_id):
+            raise ValueError("member record with a malformed author")
         if not valid_node_id(node_id):
             raise ValueError("member record with a malformed node id")
         if not (valid_address(http) and valid_address(rpc)):
@@ -99,10 +120,8 @@ class Member:
         if type(tokens) is not list or len(tokens) > MAX_TOKENS or not all(
                 type(t) is int and 0 <= t < TOKEN_LIMIT for t in tokens):
             raise ValueError("malformed member tokens")
-        return Member(node_id, http, rpc, tuple(tokens), status, version, generation)
-
-    def bumped(self) -> Member:
-        return replace(self, version=self.version + 1)
+        return Member(node_id, http, rpc, tuple(tokens), status, version, generation,
+                      key, author, sig)
 
 
 class Membership:

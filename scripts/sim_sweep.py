@@ -7,6 +7,7 @@ long ones that look for rare interleavings, e.g. overnight:
     python scripts/sim_sweep.py --seeds 1:5000 --jobs 2 --out sweep.json
     python scripts/sim_sweep.py --seeds 1:2000 --faults all      # with known-bug faults
     python scripts/sim_sweep.py --seeds 1:500 --repair-sweep  # also count read-only repairs
+    python scripts/sim_sweep.py --seeds 1:200 --hostile 1     # under a hostile member
 
 It exits 0 when every seed held every guarantee, 1 otherwise. The report holds the
 sweep's figures (simulated-to-wall ratio, ops, acknowledged writes, faults injected)
@@ -42,13 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repair-sweep", action=argparse.BooleanOptionalAction,
                         default=False, help="count keys only the final reads converged")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--hostile", type=int, default=0,
+                        help="hostile members sending random well-formed messages [0]")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         base = Scenario(nodes=args.nodes, duration=args.duration,
                         faults=parse_faults(args.faults), conflict=args.conflict,
-                        repair_sweep=args.repair_sweep, clients=args.clients)
+                        repair_sweep=args.repair_sweep, clients=args.clients,
+                        hostile=args.hostile)
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         parser.error(str(exc))
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     report = sweep_report(results, wall, args.jobs)
     report["scenario"] = {"nodes": args.nodes, "duration": args.duration,
                           "faults": list(base.faults), "conflict": args.conflict,
-                          "repair_sweep": args.repair_sweep, "clients": args.clients}
+                          "repair_sweep": args.repair_sweep, "clients": args.clients,
+                          "hostile": args.hostile}
     report["failures"] = {str(t.result.seed): {"failures": t.result.failures,
                                                "trace_tail": t.result.trace_tail}
                           for t in results if not t.result.ok}

@@ -6,6 +6,8 @@ drives, with the real wire codec and the in-memory engine. A simulated network a
 nemesis (`sim.network`, `sim.nemesis`) inject faults; a workload (`sim.workload`) goes
 through the client-facing coordinator path; checkers (`sim.checkers`) judge the history
 once the cluster has healed. `sim.scenario.run_scenario` ties one seed together.
+`sim.hostile` adds, on request, authenticated members that attack with random
+well-formed messages.
 
 Invariant of the whole package: the same seed gives the same trace, byte for byte,
 whatever the process (no wall clock, no sockets, no asyncio, no iteration over sets of

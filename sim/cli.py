@@ -265,6 +265,9 @@ def iter_trace(scenario: Scenario) -> Iterator[str]:
               show_default=True, help="Seconds one node is cut off during chaos (0: none).")
 @click.option("--cold-keys", type=click.IntRange(0, 100_000), default=0, show_default=True,
               help="Registers in a write-heavy, read-light mix (0: the default workload).")
+@click.option("--hostile", type=click.IntRange(0, 8), default=0, show_default=True,
+              help="Hostile members: authenticated peers sending random well-formed "
+              "messages of every type during chaos (sim/hostile.py).")
 @click.option("--latency", type=click.Choice(["mixed", "exp", "uniform", "lognormal",
                                               "pareto"]), default="mixed", show_default=True,
               help="Per-link latency distribution.")
@@ -275,7 +278,7 @@ def iter_trace(scenario: Scenario) -> Iterator[str]:
 def sim_command(seed: int | None, seed_range: str | None, show_trace: bool, nodes: int,
                 duration: float, faults: str, conflict: str, repair_sweep: bool,
                 clients: int, ae_interval: float, lose_hints: float, long_partition: float,
-                cold_keys: int, latency: str, jobs: int, as_json: bool,
+                cold_keys: int, hostile: int, latency: str, jobs: int, as_json: bool,
                 quiet: bool) -> None:
     """Run the deterministic simulation: one seed, or a sweep of seeds.
 
@@ -288,7 +291,8 @@ def sim_command(seed: int | None, seed_range: str | None, show_trace: bool, node
                         faults=parse_faults(faults), conflict=conflict,
                         repair_sweep=repair_sweep, clients=clients, latency=latency,
                         ae_interval=ae_interval, lose_hints=lose_hints,
-                        long_partition=long_partition, cold_keys=cold_keys)
+                        long_partition=long_partition, cold_keys=cold_keys,
+                        hostile=hostile)
         seeds = parse_seeds(seed_range) if seed_range else [seed or 1]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

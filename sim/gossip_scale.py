@@ -10,12 +10,15 @@ replicas change when one node joins.
 
 Invariants: every random choice comes from the one seeded `random.Random` (the world's
 network, phases and generations) or from per-node rngs seeded from it, and events are
-ordered by (time, sequence), so a seed replays exactly. Nodes tick every `TICK`
-seconds like the runtime; the gossiper decides when a round is due.
+ordered by (time, sequence), so a seed replays exactly. Each node's signing key is
+derived from the seed and its id (no draw from the rng, so adding keys changed no run).
+Nodes tick every `TICK` seconds like the runtime; the gossiper decides when a round is
+due.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 import statistics
@@ -25,6 +28,7 @@ from gossip.gossiper import Gossiper, GossipMessage
 from gossip.membership import UP, Member, Membership
 from gossip.messages import GossipAck, GossipAck2, GossipSyn
 from gossip.phi import PhiAccrualDetector, PhiSettings
+from gossip.signing import Signer
 from ring.allocation import allocate_tokens, initial_tokens
 from ring.ring import Ring
 from ring.token import TOKEN_SPACE
@@ -58,9 +62,12 @@ class GossipWorld:
         self.now = 0.0
         ids = [f"n{i:03d}" for i in range(n)]
         self.net = Network(self.rng, ids, profile or NetworkProfile())
-        records = [Member(i, f"{i}:8000", f"{i}:9000",
-                          tuple(sorted(self.rng.getrandbits(64) for _ in range(vnodes))),
-                          UP, 1, self.rng.getrandbits(62)) for i in ids]
+        self.signers = {i: Signer(i, hashlib.sha256(f"{seed}/{i}".encode()).digest())
+                        for i in ids}
+        records = [self.signers[i].sign(Member(
+            i, f"{i}:8000", f"{i}:9000",
+            tuple(sorted(self.rng.getrandbits(64) for _ in range(vnodes))),
+            UP, 1, self.rng.getrandbits(62))) for i in ids]
         self._events: list[tuple[float, int, str, str, str, bytes]] = []
         self._seq = 0
         self.nodes: dict[str, GossipNode] = {}
@@ -82,8 +89,8 @@ class GossipWorld:
         me = old.membership.get(node_id)
         assert me is not None
         members = Membership(old.membership.members())
-        members.merge_one(replace(me, version=me.version + 1,
-                                  generation=self.rng.getrandbits(62)))
+        members.merge_one(self.signers[node_id].sign(
+            replace(me, version=me.version + 1, generation=self.rng.getrandbits(62))))
         if not old.alive:
             self._push(self.now + self.rng.uniform(0, TICK), "tick", node_id, "", b"")
         self.nodes[node_id] = self._start(node_id, members)
@@ -127,7 +134,8 @@ class GossipWorld:
     def _start(self, node_id: str, members: Membership) -> GossipNode:
         det = PhiAccrualDetector(self.settings)
         gossiper = Gossiper(node_id, members, det, random.Random(self.rng.getrandbits(64)),
-                            self.now, interval=self.interval, fanout=self.fanout)
+                            self.now, self.signers[node_id], interval=self.interval,
+                            fanout=self.fanout)
         return GossipNode(node_id, members, det, gossiper)
 
     def _push(self, at: float, kind: str, a: str, b: str, frame: bytes) -> None:

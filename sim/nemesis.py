@@ -297,7 +297,17 @@ class Nemesis:
         if not candidates:
             return False
         node = self.rng.choice(candidates)
-        if not self.world.act(node, lambda nd, now: nd.start_leave(now)[1]):
+        errors: list[str] = []
+
+        def leave(nd: Node, now: float) -> list[Effect]:
+            error, effects = nd.start_leave(now)
+            if error:
+                errors.append(error)
+            return effects
+
+        # A leave the node refuses (another change in flight, fewer than N would stay)
+        # is no change at all: the nemesis tries something else.
+        if not self.world.act(node, leave) or errors:
             return False
         self._changing = node
         self._say(f"leave {node}")
@@ -308,7 +318,12 @@ class Nemesis:
         """Rejoin once the node has left, with an empty data dir: a new node, in effect."""
         if self._changing != node:
             return
-        if self._status(node, node) != "left":
+        status = self._status(node, node)
+        if status == "up":  # it withdrew its leave (another leaver went first)
+            self._say(f"{node} withdrew its leave")
+            self._changing = None
+            return
+        if status != "left":
             self.world.after(1.0, self._after_leave, node)  # still handing over
             return
         # Half the time with an empty disk (a new machine), half with what it held when
@@ -350,6 +365,13 @@ class Nemesis:
             if self.world.act(viewer, remove) and not errors:
                 self._say(f"{viewer} removes {node}")
                 self.world.after(self._duration(), self._finish_change, node)
+                return
+            if errors and "fewer than" in errors[0]:
+                # Refused for good (the cluster would drop under N): the operator
+                # replaces the machine under the same name instead, with an empty disk.
+                self._say(f"{viewer} refuses to remove {node}: {errors[0]}; it is replaced")
+                self.world.restart(node)
+                self._changing = None
                 return
         self.world.after(1.0, self._operator_removes, node)  # not judged down yet
 

@@ -103,6 +103,17 @@ class Network:
         kind = self.rng.choice(LATENCY_KINDS) if p.latency == "mixed" else p.latency
         return Latency(kind, self.rng.uniform(*p.floor), self.rng.uniform(*p.scale))
 
+    def add_node(self, name: str) -> None:
+        """Links to and from a peer that joins the network late (a hostile member).
+
+        Drawn in sorted order like the others, and only when called: a run without
+        such a peer draws nothing more from the rng.
+        """
+        for other in sorted(self.nodes):
+            self.links[(name, other)] = self._draw_link()
+            self.links[(other, name)] = self._draw_link()
+        self.nodes.append(name)
+
     # --- knobs for the nemesis ----------------------------------------------------------
 
     def block(self, links: list[tuple[str, str]]) -> None:

@@ -35,6 +35,7 @@ from coordinator.requests import ClientResponse, NotFound, ReadOk, ReadRequest
 from ringkv.core.config import NodeConfig
 from sim import checkers
 from sim.checkers import FinalRead
+from sim.hostile import Hostile, deploy
 from sim.nemesis import DEFAULT_FAULTS, FAULT_KINDS, KNOWN_BUG_FAULTS, Nemesis, NemesisConfig
 from sim.network import NetworkProfile
 from sim.trace import Trace
@@ -84,6 +85,9 @@ class Scenario:
     # > 0: that many registers and a write-heavy mix with few reads, so most keys are
     # never read after a fault and only anti-entropy can bring their replicas together.
     cold_keys: int = 0
+    # Hostile members (`sim.hostile`): authenticated peers sending random well-formed
+    # messages of every type during chaos. 0 (the default) changes no trace.
+    hostile: int = 0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
@@ -147,8 +151,9 @@ def run_scenario(scenario: Scenario, trace: Trace | None = None) -> Result:
     world = World(scenario.seed, names, make_config, tick=scenario.tick, trace=trace,
                   network=NetworkProfile(latency=scenario.latency))
     result = Result(scenario.seed, [])
+    hostiles: list[Hostile] = []
     try:
-        _run(world, scenario, result)
+        _run(world, scenario, result, hostiles)
     except Exception as exc:  # a node (or the sim) raised: report it with the seed
         result.failures.append(f"exception at t={world.elapsed():.6f}: {exc!r}\n"
                                + traceback.format_exc())
@@ -161,12 +166,16 @@ def run_scenario(scenario: Scenario, trace: Trace | None = None) -> Result:
                  "tombstones_compacted"):
         result.stats[f"ae_{name}"] = sum(getattr(world.node(n).anti_entropy.stats, name)
                                          for n in world.running())
+    if hostiles:
+        result.stats["hostile_sent"] = sum(sum(h.stats.sent.values()) for h in hostiles)
+        result.stats["hostile_received"] = sum(h.stats.received for h in hostiles)
+        result.stats["hostile_types"] = len({k for h in hostiles for k in h.stats.sent})
     if result.failures:
         result.trace_tail = trace.tail(40)
     return result
 
 
-def _run(world: World, sc: Scenario, result: Result) -> None:
+def _run(world: World, sc: Scenario, result: Result, hostiles: list[Hostile]) -> None:
     start = world.now
     end = start + sc.duration
     heal_at = end - HEAL_BEFORE_END
@@ -208,6 +217,9 @@ def _run(world: World, sc: Scenario, result: Result) -> None:
     workload = Workload(world, wcfg)
     workload.start(start + BOOT, stop_ops, live_from)
     nemesis.start(start + BOOT, heal_at)
+    if sc.hostile:
+        hostiles.extend(deploy(world, sc.hostile, sc.seed, start + BOOT, heal_at, end,
+                               tuple(sorted(workload.history.keys))))
     _stress(world, sc, start + BOOT, heal_at)
     world.run_until(heal_at)
     nemesis.heal_all()

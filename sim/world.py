@@ -25,7 +25,14 @@ Invariants:
 - Events carry the incarnation of the node they belong to: a timer, tick or commit of a
   node that crashed since is dropped; so is a frame to a node that restarted since it
   was sent (its connection was reset).
-- Node code exceptions propagate: a node that raises is a bug the run reports.
+- Node code exceptions propagate: a node that raises is a bug the run reports. The
+  world catches nothing, so a handler that raises on a peer's message (a hostile
+  member's included) ends the run with that exception, which `run_scenario` records as
+  a failure with the seed: the runtime may log and drop it, the simulation never does.
+
+Outsiders (`attach`, `inject`): peers that are not nodes, such as the hostile member of
+`sim.hostile`. Frames to and from them cross the same simulated network and codec; they
+hold no engine, take no part in crashes, and the checkers never look at them.
 """
 
 from __future__ import annotations
@@ -89,6 +96,7 @@ class WorldStats:
     client_calls: int = 0
     client_timeouts: int = 0
     refused: int = 0
+    refused_frames: int = 0  # outsiders' frames the codec refused
 
 
 class World:
@@ -112,6 +120,7 @@ class World:
         self._callbacks: dict[int, ClientCallback] = {}
         self._decoded: dict[bytes, wire.Message] = {}
         self.hosts: dict[str, Host] = {}
+        self._outsiders: dict[str, Callable[[str, wire.Message], None]] = {}
         self.by_rpc: dict[str, str] = {}
         for i, node_id in enumerate(nodes, start=1):
             rpc = f"127.0.0.1:{9000 + i}"
@@ -255,7 +264,10 @@ class World:
             dst = self.by_rpc.get(hostport, "")
         target = self.hosts.get(dst)
         frame = wire.encode(effect.msg)
-        if target is None:
+        if target is None and dst in self._outsiders:
+            for at in self.network.arrivals(src, dst, self.now, effect.msg):
+                self._push(at, ACTION, self._to_outsider, (src, dst, frame))
+        elif target is None:
             self.log(f"unroutable {src}>{effect.dst}")
         elif dst == src:  # the runtime delivers to itself with call_soon: no network
             self._push(self.now + self.network.local_delay(effect.msg), DELIVER, dst, src,
@@ -276,6 +288,45 @@ class World:
         elif isinstance(effect, SetTimer):
             self._push(effect.at - host.skew, TIMER, host.node_id, effect.key, None,
                        host.incarnation)
+
+    # --- outsiders: peers that are not nodes -----------------------------------------------
+
+    def attach(self, peer_id: str, rpc: str,
+               on_frame: Callable[[str, wire.Message], None]) -> None:
+        """Route frames addressed to `peer_id` (or its `rpc` address) to `on_frame`."""
+        assert peer_id not in self.hosts, f"{peer_id} is a node"
+        self._outsiders[peer_id] = on_frame
+        self.by_rpc[rpc] = peer_id
+        self.network.add_node(peer_id)
+
+    def inject(self, src: str, dst: str, msg: wire.Message) -> None:
+        """Send `msg` from the outsider `src` to the node `dst`, encoded like any frame.
+
+        A frame the codec refuses is dropped here and counted (`refused_frames`), as the
+        runtime's transport refuses it before any node sees it; frames of nodes are
+        never checked so, since a node sending what its peers refuse is a bug.
+        """
+        frame = wire.encode(msg)
+        target = self.hosts.get(dst)
+        if target is None:
+            return
+        try:
+            self._decode(frame)
+        except wire.WireError as exc:
+            self.stats.refused_frames += 1
+            self.log(f"refused {src}>{dst} {type(msg).__name__}: {exc}")
+            return
+        for at in self.network.arrivals(src, dst, self.now, msg):
+            self._push(at, DELIVER, dst, src, frame, target.incarnation)
+
+    def _to_outsider(self, src: str, dst: str, frame: bytes) -> None:
+        if self.network.blocked(src, dst):
+            self.network.stats.blocked += 1
+            return
+        msg = self._decode(frame)
+        self.network.stats.delivered += 1
+        self.trace.line(f"{self.now - EPOCH:.6f} recv {src}>{dst} {type(msg).__name__}")
+        self._outsiders[dst](src, msg)
 
     # --- clients -----------------------------------------------------------------------------
 
@@ -322,8 +373,11 @@ class World:
         assert host.node is None, f"{node_id} is already running"
         config = self.make_config(node_id, self.seeds_for(node_id) if seeds is None else seeds)
         host.incarnation += 1
+        # The node's key, on a new disk, from the seed, its id and its life: a seed
+        # replays exactly, and no rng is drawn from (runs stay as they were before keys).
+        key = random.Random(f"{self.seed}/{node_id}/{host.incarnation}").randbytes(32)
         node = Node(config, host.engine, self.now + host.skew,
-                    random.Random(self.rng.getrandbits(64)))
+                    random.Random(self.rng.getrandbits(64)), new_key=lambda: key)
         host.node = node
         # The runtime flushes identity and membership before it serves: so do we.
         while (batch := host.gate.start()) is not None:

@@ -11,14 +11,28 @@ change, range transfers are told (`ring_changed`).
 Invariants:
 - A node's own record comes from a seed's join reply (or from its own disk): until it
   has joined it ignores gossip, and takes no part in requests.
+- The cluster places a joiner, never the joiner itself (as Riak's claimant assigns
+  partitions): the seed ignores any tokens a join request names and allocates at most
+  its own configured vnodes, or gives back the place a known member held. A joiner
+  takes a reply only with a nonce it sent to a seed, sane n/r/w, its own record as it
+  asked, and a ring in which no token has two owners; saved n/r/w are checked the same.
+- At most one leave or removal is in flight: none starts while another member is
+  joining or leaving (the message names it), or while this node still fetches ranges,
+  and none leaves fewer than N members up or joining. A removal takes only a member
+  this node cannot hear from, and only while it hears from most of the others (a node
+  cut off from the rest must not evict them).
 - A saved record that does not decode is skipped (and counted), never fatal: the node
   still starts and learns the other members.
 - Every record is persisted before the effects of its change leave, so a restart
   resumes with the membership it last acted on.
 - A node that left (or was removed) and is started again joins again: it holds no ring
   and fetches every range it will replicate, since what it still holds may be stale.
-- A node writes another's record only to remove it, with a newer version, which wins
-  everywhere.
+- Every record this node writes is signed with its key (`gossip.signing`). It writes
+  another's record only to remove it (a newer version, signed as its author, which
+  peers take only while they too cannot hear from the member, and which the member, if
+  alive, refutes) or, as a seed, to admit a joiner whose request its own key signed.
+- Records saved before records were signed load as placeholders: this node's own is
+  signed anew at start, the others' at version 0 until a signed one is learned.
 """
 
 from __future__ import annotations
@@ -31,11 +45,12 @@ from coordinator.effects import Effect, Send
 from gossip.gossiper import Gossiper, GossipResult
 from gossip.membership import JOINING, LEAVING, LEFT, UP, Member, Membership
 from gossip.messages import GOSSIP_MESSAGES
+from gossip.signing import Signer, verify
 from ring.allocation import MAX_VNODES, allocate_tokens, initial_tokens
 from ring.ring import Ring
 from ringkv.core.addresses import seed_destination
 from ringkv.core.config import NodeConfig
-from ringkv.core.join_wire import JoinReply, JoinRequest
+from ringkv.core.join_wire import JoinReply, JoinRequest, valid_quorums
 from storage.store import KeyStore
 
 JOIN_RETRY = 1.0  # seconds between join attempts while no seed has answered
@@ -49,6 +64,10 @@ class RingMoves(Protocol):
     def delay(self, until: float) -> None: ...
 
     def ring_changed(self, now: float) -> list[Effect]: ...
+
+    def busy(self) -> bool:
+        """True while ranges this node gained are still being fetched."""
+        ...
 
 
 class ClusterNode(Protocol):
@@ -64,6 +83,9 @@ class ClusterNode(Protocol):
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def signer(self) -> Signer: ...
 
     @property
     def config(self) -> NodeConfig: ...
@@ -85,12 +107,16 @@ class ClusterNode(Protocol):
 
     def is_up(self, node_id: str, now: float) -> bool: ...
 
+    def new_id(self) -> int: ...
+
 
 class Cluster:
     def __init__(self, node: ClusterNode, now: float) -> None:
         self._node = node
         self._next_join = now
         self.skipped_records = 0  # saved member records that no longer decode
+        self.refused_replies = 0  # join replies not to this node's requests, or not sane
+        self._nonces: dict[str, int] = {}  # seed host:port -> the nonce sent it, per life
 
     def handlers(self) -> dict[int, Handler]:
         """The handler of each gossip and join message, by type id."""
@@ -101,11 +127,12 @@ class Cluster:
 
     # --- this node's record, persisted ------------------------------------------------
 
-    def my_record(self, tokens: tuple[int, ...], version: int) -> Member:
+    def my_record(self, tokens: tuple[int, ...], version: int, status: str = UP) -> Member:
+        """This node's record as it is now, signed."""
         node, c = self._node, self._node.config
-        return Member(node.id, f"{c.advertise_host}:{c.http_port}",
-                      f"{c.advertise_host}:{c.rpc_port}", tokens, UP, version,
-                      node.generation)
+        return node.signer.sign(Member(node.id, f"{c.advertise_host}:{c.http_port}",
+                                       f"{c.advertise_host}:{c.rpc_port}", tokens, status,
+                                       version, node.generation))
 
     def load(self, now: float) -> bool:
         """Load the persisted membership, or found a cluster; True if joined."""
@@ -113,7 +140,7 @@ class Cluster:
         cluster = node.store.get_meta("cluster")
         records = node.store.get_meta("members")
         if isinstance(cluster, dict) and isinstance(records, list):
-            node.n, node.r, node.w = int(cluster["n"]), int(cluster["r"]), int(cluster["w"])
+            self._restore_quorums(cluster)
             node.members.merge(self._decode_saved(records))
             me = node.members.get(node.id)
             if me is not None and me.tokens:
@@ -124,7 +151,7 @@ class Cluster:
                     status = JOINING
                     node.transfers.hold(Ring())
                     node.transfers.delay(now + node.config.join_settle)
-                fresh = replace(self.my_record(me.tokens, me.version + 1), status=status)
+                fresh = self.my_record(me.tokens, me.version + 1, status)
                 node.members.merge_one(fresh)
                 self.persist()
                 return True
@@ -144,10 +171,20 @@ class Cluster:
         good = []
         for doc in records:
             try:
-                good.append(Member.from_wire(doc))
+                if isinstance(doc, list) and len(doc) == 7:
+                    good.append(self._unsigned(Member.from_wire([*doc, b"", "", b""])))
+                else:
+                    good.append(Member.from_wire(doc))
             except (ValueError, TypeError):
                 self.skipped_records += 1
         return good
+
+    def _unsigned(self, m: Member) -> Member:
+        """A record saved before records were signed: ours keeps its version (`load`
+        signs it anew, one past); another's drops to version 0, a placeholder that
+        keeps its address and place in the ring until any signed record of it (its
+        owner's, whose key it pins) replaces it."""
+        return m if m.node_id == self._node.id else replace(m, version=0)
 
     def _own_rpc(self) -> str:
         return f"{self._node.config.advertise_host}:{self._node.config.rpc_port}"
@@ -235,6 +272,9 @@ class Cluster:
                   if m.node_id != node.id and m.status in (UP, JOINING)]
         if not others:
             return "the last node of a cluster cannot leave it", []
+        refusal = self._change_in_flight(node.id) or self._too_few_after(node.id)
+        if refusal is not None:
+            return refusal, []
         return None, self.set_own_status(LEAVING, now)
 
     def remove_member(self, node_id: str, now: float) -> tuple[str | None, list[Effect]]:
@@ -248,10 +288,56 @@ class Cluster:
         if member.status == LEFT:
             return None, []
         if node.is_up(node_id, now):
-            return f"{node_id} is up; stop it first, or ask it to leave", []
+            return (f"{node_id} is up (this node hears from it); stop it first, or ask it"
+                    " to leave"), []
+        refusal = (self._change_in_flight(node_id) or self._too_few_after(node_id)
+                   or self._cut_off(node_id, now))
+        if refusal is not None:
+            return refusal, []
         # The one record a node writes for another: a newer version wins everywhere.
-        removed = replace(member, status=LEFT, version=member.version + 1)
+        removed = node.signer.sign(replace(member, status=LEFT, version=member.version + 1))
         return None, self._learned(node.gossiper.learn([removed], now), now)
+
+    def _change_in_flight(self, changing: str) -> str | None:
+        """Why a change of `changing` must wait for another one, or None.
+
+        `changing` itself may be mid-change (a joiner or leaver that died: removing it
+        is how an operator ends that change).
+        """
+        node = self._node
+        for m in node.members.members():
+            if m.node_id not in (node.id, changing) and m.status in (JOINING, LEAVING):
+                return (f"a membership change is in flight: {m.node_id} is {m.status};"
+                        " try again once it is done")
+        if node.transfers.busy():
+            return ("a membership change is in flight: this node still fetches ranges it"
+                    " gained; try again once it is done")
+        return None
+
+    def _too_few_after(self, departing: str) -> str | None:
+        """Why `departing` may not go because fewer than N members would stay, or None."""
+        node = self._node
+        staying = sum(1 for m in node.members.members()
+                      if m.node_id != departing and m.status in (UP, JOINING))
+        if staying < node.n:
+            return (f"{departing} going would leave {staying} members, fewer than"
+                    f" n={node.n}")
+        return None
+
+    def _cut_off(self, removed: str, now: float) -> str | None:
+        """Why this node may not judge `removed` dead: it hears from too few others.
+
+        A node cut off from the rest sees every other member down; only one that hears
+        from a majority of the members that stay may evict the one it cannot hear.
+        """
+        node = self._node
+        staying = [m.node_id for m in node.members.members()
+                   if m.node_id != removed and m.status != LEFT]
+        heard = sum(1 for m in staying if node.is_up(m, now))  # this node included
+        if 2 * heard <= len(staying):
+            return (f"this node hears from only {heard} of the {len(staying)} members that"
+                    " would stay (itself included); it may be the one cut off")
+        return None
 
     # --- joining ------------------------------------------------------------------------
 
@@ -262,14 +348,30 @@ class Cluster:
         self._next_join = now + JOIN_RETRY
         me = self.my_record((), 0)
         vnodes = self._node.config.vnodes
-        return [Send(seed_destination(seed), JoinRequest(me, vnodes)) for seed in self._seeds()]
+        return [Send(seed_destination(seed), JoinRequest(me, vnodes, self._nonce_for(seed)))
+                for seed in self._seeds()]
+
+    def _nonce_for(self, seed: str) -> int:
+        """The nonce this life sends `seed` (a seed's id is unknown until it answers: the
+        nonce is what ties the answer to the seed dialed), kept across retries so that a
+        slow answer to an earlier attempt is still taken.
+
+        A request id: those start at a random point of 48 bits in every life, and a node
+        that has not joined sends nothing else, so no other node can guess it; and
+        taking one draws nothing from the rng, whose sequence the rest of the node's
+        life (and a simulation's trace) depends on.
+        """
+        nonce = self._nonces.get(seed)
+        if nonce is None:
+            nonce = self._nonces[seed] = self._node.new_id()
+        return nonce
 
     def _on_join_request(self, src: str, msg: JoinRequest, now: float) -> list[Effect]:
         node = self._node
         record, vnodes = msg.record, msg.vnodes
 
         def refuse(error: str) -> list[Effect]:
-            return [Send(src, JoinReply(False, error, (), node.n, node.r, node.w))]
+            return [Send(src, JoinReply(False, error, (), node.n, node.r, node.w, msg.nonce))]
 
         if not node.joined:
             return refuse("seed has not joined a cluster yet")
@@ -277,32 +379,70 @@ class Cluster:
             return refuse("record does not name the sender")
         if not 1 <= vnodes <= MAX_VNODES:
             return refuse("vnodes out of range")
+        if not verify(record, record.key):
+            return refuse("record not signed by the key it carries")
         known = node.members.get(src)
-        if record.tokens:
-            tokens = record.tokens
-        elif known is not None and known.tokens:
-            tokens = known.tokens  # the node lost its disk: give it back its place
+        existing = {k: v for k, v in node.members.ring_tokens().items() if k != src}
+        taken = {t for ts in existing.values() for t in ts}
+        # The tokens the request names are never read: a joiner that chose its own could
+        # take every primary of the ring. The cluster places it, like Riak's claimant.
+        if known is not None and known.tokens and taken.isdisjoint(known.tokens):
+            tokens = known.tokens  # the node lost its disk, or left: its place back
         else:
-            existing = {k: v for k, v in node.members.ring_tokens().items() if k != src}
-            tokens = allocate_tokens(existing, src, vnodes, replicas=node.n)
+            # Fewer vnodes than this cluster's nodes take may be asked for (a smaller
+            # machine), never more.
+            count = min(vnodes, node.config.vnodes)
+            tokens = allocate_tokens(existing, src, count, replicas=node.n)
         version = max(record.version, known.version if known else 0) + 1
         # Joining until it has fetched its ranges: it takes writes, not reads.
-        joined = Member(src, record.http, record.rpc, tokens, JOINING, version,
-                        record.generation)
-        effects = self._learned(node.gossiper.learn([joined], now), now)
+        joined = node.signer.sign(Member(src, record.http, record.rpc, tokens, JOINING,
+                                         version, record.generation, record.key))
+        result = node.gossiper.learn([joined], now)
+        if node.members.get(src) != joined:  # refused: see gossip.signing
+            return refuse("a member by that id is heard from here under another key")
+        effects = self._learned(result, now)
         effects.append(Send(src, JoinReply(True, "", tuple(node.members.members()),
-                                           node.n, node.r, node.w)))
+                                           node.n, node.r, node.w, msg.nonce)))
         return effects
+
+    def _reply_problem(self, src: str, msg: JoinReply) -> str | None:
+        """Why a join reply must not be taken, or None: it answers no request this node
+        sent, or what it carries is not what a seed would send."""
+        node = self._node
+        if msg.nonce == 0 or msg.nonce not in self._nonces.values():
+            return "not an answer to a request of this node"
+        if not valid_quorums(msg.n, msg.r, msg.w):
+            return "impossible n, r or w"
+        by_id = {m.node_id: m for m in msg.records}
+        me, seed = by_id.get(node.id), by_id.get(src)
+        if me is None or not me.tokens or me.status != JOINING or me.rpc != self._own_rpc() \
+                or me.generation != node.generation or len(me.tokens) > MAX_VNODES \
+                or me.key != node.signer.public_key:
+            return "this node's record is not the one it asked for"
+        if seed is None or seed.status == LEFT or not seed.tokens:
+            return "the answering seed is not a member of the ring it sent"
+        owned = [t for m in msg.records if m.status != LEFT for t in m.tokens]
+        if len(owned) != len(set(owned)):
+            return "a token has two owners"
+        return None
 
     def _on_join_reply(self, src: str, msg: JoinReply, now: float) -> list[Effect]:
         node = self._node
         if node.joined or not msg.ok:
             return []
-        me = next((m for m in msg.records if m.node_id == node.id), None)
-        if me is None or not me.tokens:
+        if self._reply_problem(src, msg) is not None:
+            self.refused_replies += 1
             return []
         node.n, node.r, node.w = msg.n, msg.r, msg.w
         node.joined = True
         node.transfers.delay(now + node.config.join_settle)
         result = node.gossiper.learn(msg.records, now)
         return self._learned(result, now) if result.changed else self._changed(now)
+
+    def _restore_quorums(self, saved: dict[Any, Any]) -> None:
+        """Take the saved n, r and w when a cluster could have them; else keep the
+        configured ones (a forged join reply may once have been saved)."""
+        node = self._node
+        n, r, w = saved.get("n"), saved.get("r"), saved.get("w")
+        if type(n) is int and type(r) is int and type(w) is int and valid_quorums(n, r, w):
+            node.n, node.r, node.w = n, r, w

@@ -23,8 +23,16 @@ current and pending rings, n/r/w) and its parts, and routes inputs to them:
 
 Invariants:
 - Every start draws a new generation (an incarnation), before any actor is formed.
+- The node's Ed25519 key pair (it signs its member records, `gossip.signing`) is drawn
+  once, on the first start of a data dir, and kept in its metadata with the identity:
+  a restart keeps the key peers pinned; a lost disk means a new key, which peers take
+  only through a seed's join while the old life is not heard from.
 - One dispatch table, built once, maps every message type id to the one part that
   handles it; a message of no part is dropped.
+- With an `on_fault` sink (the runtime's), a failure is contained where it happens: a
+  part of the tick, a message handler or a timer that raises yields no effects, is
+  counted in `faults` and reported, and every other part still runs. Without one (the
+  simulation, tests) it propagates, so a bug fails the run that found it.
 - Request ids come from one counter (`new_id`), starting at a random point in every
   life, so a late answer to a request of an earlier life is never taken for one to a
   new request.
@@ -33,6 +41,7 @@ Invariants:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from coordinator.coordinator import Coordinator, Handler
 from coordinator.effects import Effect, Send
@@ -40,6 +49,7 @@ from coordinator.requests import ClientRequest
 from gossip.gossiper import Gossiper
 from gossip.membership import LEAVING, LEFT, UP, Member, Membership
 from gossip.phi import PhiAccrualDetector, PhiSettings
+from gossip.signing import Signer, new_private_key
 from ring.ring import Ring
 from ring.token import key_token
 from ringkv.core.anti_entropy import AntiEntropy
@@ -51,6 +61,9 @@ from storage.engine import Engine
 from storage.store import KeyStore
 from storage.versions import Versions, lww_resolve
 
+# Told where a contained failure happened (`Node._contained`) and what it was.
+FaultSink = Callable[[str, Exception], None]
+
 ANNOUNCE_FOR = 10.0  # seconds a node sends its own record with its gossip after a change
 
 
@@ -60,9 +73,16 @@ def _keep_all(versions: Versions) -> Versions:
 
 class Node:
     def __init__(self, config: NodeConfig, engine: Engine, now: float,
-                 rng: random.Random) -> None:
+                 rng: random.Random, *,
+                 new_key: Callable[[], bytes] = new_private_key,
+                 on_fault: FaultSink | None = None) -> None:
+        """`new_key` draws the 32 bytes of a private key on the first start of a data
+        dir: the OS CSPRNG by default; the simulation and tests pass one drawn from a
+        seeded rng, so that a seed replays exactly."""
         self.config = config
         self.id = config.node_id
+        self.on_fault = on_fault
+        self.faults: dict[str, int] = {}  # contained failures, by where they happened
         self.store = KeyStore(engine)
         self.rng = rng
         self.detector = PhiAccrualDetector(PhiSettings.for_interval(
@@ -75,7 +95,7 @@ class Node:
         # request of an earlier life can never be taken for an answer to a new one.
         self._next_id = rng.getrandbits(48) + 1
         self.addresses_changed = True
-        self._load_identity()
+        self._load_identity(new_key)
         self.coordinator = Coordinator(self, self.generation)
         self.stats = self.coordinator.stats
         self.cluster = Cluster(self, now)
@@ -84,7 +104,8 @@ class Node:
         self.transfers = Transfers(self)
         self.joined = self.cluster.load(now)
         self.gossiper = Gossiper(self.id, self.members, self.detector, rng, now,
-                                 interval=config.heartbeat_interval, announce_for=ANNOUNCE_FOR)
+                                 self.signer, interval=config.heartbeat_interval,
+                                 announce_for=ANNOUNCE_FOR)
         self.cluster.rebuild_rings()
         if self.transfers.held is None and self.joined:
             # A node founding a cluster, or data kept from before held rings existed.
@@ -96,15 +117,20 @@ class Node:
         self.anti_entropy = AntiEntropy(self)
         self._handlers = self._dispatch_table()
 
-    def _load_identity(self) -> None:
+    def _load_identity(self, new_key: Callable[[], bytes]) -> None:
         # A new incarnation on every start. Nothing needs persisting for it to be safe:
         # 62 random bits make a repeat across restarts practically impossible, where a
         # persisted counter would repeat after a crash that lost its last update.
         self.generation = self.rng.getrandbits(62)
         ident = self.store.get_meta("identity")
         starts = int(ident.get("starts", 0)) if isinstance(ident, dict) else 0
+        key = ident.get("key") if isinstance(ident, dict) else None
+        if not (isinstance(key, bytes) and len(key) == 32):
+            key = new_key()  # a new data dir (or one from before records were signed)
+        self.signer = Signer(self.id, key)
+        # Staged with the identity, before any record signed with it can leave.
         self.store.put_meta("identity", {"node_id": self.id, "starts": starts + 1,
-                                         "generation": self.generation})
+                                         "generation": self.generation, "key": key})
 
     def _dispatch_table(self) -> dict[int, Handler]:
         table: dict[int, Handler] = {}
@@ -163,16 +189,35 @@ class Node:
 
     def receive(self, src: str, msg: Message, now: float) -> list[Effect]:
         handler = self._handlers.get(msg.TYPE)
-        return handler(src, msg, now) if handler is not None else []
+        if handler is None:
+            return []
+        return self._contained("message", handler, src, msg, now)
 
     def timer(self, key: int, now: float) -> list[Effect]:
-        return self.coordinator.timer(key, now)
+        return self._contained("timer", self.coordinator.timer, key, now)
 
     def tick(self, now: float) -> list[Effect]:
         if not self.joined:
-            return self.cluster.join_attempts(now)
-        effects: list[Effect] = [Send(dst, msg) for dst, msg in self.gossiper.tick(now)]
-        effects.extend(self.coordinator.tick(now))
-        effects.extend(self.transfers.tick(now))
-        effects.extend(self.anti_entropy.tick(now))
+            return self._contained("tick:join", self.cluster.join_attempts, now)
+        # Each part on its own: one that fails every time (a hint that cannot be read)
+        # must not stop gossip, transfers or anti-entropy with it.
+        effects = self._contained("tick:gossip", self._gossip_tick, now)
+        effects.extend(self._contained("tick:coordinator", self.coordinator.tick, now))
+        effects.extend(self._contained("tick:transfers", self.transfers.tick, now))
+        effects.extend(self._contained("tick:anti_entropy", self.anti_entropy.tick, now))
         return effects
+
+    def _gossip_tick(self, now: float) -> list[Effect]:
+        return [Send(dst, msg) for dst, msg in self.gossiper.tick(now)]
+
+    def _contained(self, where: str, step: Callable[..., list[Effect]],
+                   *args: object) -> list[Effect]:
+        """`step(*args)`; with a fault sink, a failure is counted, reported and no effects."""
+        if self.on_fault is None:
+            return step(*args)
+        try:
+            return step(*args)
+        except Exception as exc:
+            self.faults[where] = self.faults.get(where, 0) + 1
+            self.on_fault(where, exc)
+            return []

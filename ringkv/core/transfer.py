@@ -12,9 +12,15 @@ metadata, staged after the records it covers: after a crash of the fetcher the s
 resumes where it stopped; after a crash of the source the page times out and is asked
 of the next source.
 
-A leaving node does not push: it waits until every node that inherits one of its ranges
-says (`SyncDone`) that it holds the pending ring, then turns itself `left`. Writes keep
-reaching both old and new owners meanwhile (`ring.transition.write_extras`).
+A leaving node does not push: it asks every node that inherits one of its ranges
+(`SyncAsk`, with a fresh request id as transfer id, and the pending ring's fingerprint)
+and waits until each says (`SyncDone`, echoing both) that it holds the pending ring,
+then turns itself `left`. Writes keep reaching both old and new owners meanwhile
+(`ring.transition.write_extras`). A leaver withdraws (back to `up`) rather than leave
+when another leave is in flight with a smaller node id, or when the members staying
+would be fewer than N: two leaves asked for in the same instant on two nodes (each
+before it heard of the other) both pass the checks of `ringkv.core.cluster`, and this
+is where all but one of them stop. Every node picks the same one, with no messages.
 
 Transfers see their node only through `ringkv.core.host.NodeHost` (its id, store, rings,
 membership, failure detector and own status), never the node module that builds them.
@@ -22,6 +28,9 @@ membership, failure detector and own status), never the node module that builds 
 Invariants:
 - The held ring advances only when every gained range has been fetched completely.
 - A page's records are merged (never overwritten) before its cursor is recorded.
+- A leaver turns `left` only on a `SyncDone` from each heir it asked, for the transfer
+  id and fingerprint it asked about; any other notice is counted and changes nothing.
+- Of leaves in flight at once, only the one with the smallest node id goes on.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from ring.ring import Ring
 from ring.token import TokenRange, key_token
 from ring.transition import TokenSet, fingerprint, gains
 from ringkv.core.host import NodeHost
-from ringkv.core.transfer_wire import RangeBatch, RangeBusy, RangeFetch, SyncDone
+from ringkv.core.transfer_wire import RangeBatch, RangeBusy, RangeFetch, SyncAsk, SyncDone
 from ringkv.core.wire import Message
 from storage.keys import data_key
 from storage.versions import Versions
@@ -44,7 +53,7 @@ PAGE_KEYS = 256  # records per page
 PAGE_BYTES = 1 << 20  # a page stops growing past this many value bytes
 IN_FLIGHT = 8  # pages in flight per fetching node
 PAGE_TIMEOUT = 5.0  # seconds before a page is asked again, of the next source
-SYNC_NOTICE_EVERY = 1.0  # seconds between SyncDone notices to each leaving node
+SYNC_ASK_EVERY = 1.0  # seconds between a leaver's questions to each heir not yet done
 
 
 @dataclass(slots=True)
@@ -71,6 +80,7 @@ class TransferStats:
     bytes_sent: int = 0
     ranges_fetched: int = 0
     syncs_completed: int = 0
+    sync_notices_refused: int = 0  # SyncDone not from an asked heir, or not as asked
 
 
 @dataclass(slots=True)
@@ -87,7 +97,7 @@ def _record_bytes(key: bytes, versions: Versions) -> int:
 
 class Transfers:
     MESSAGE_TYPES = frozenset({RangeFetch.TYPE, RangeBatch.TYPE, SyncDone.TYPE,
-                               RangeBusy.TYPE})
+                               RangeBusy.TYPE, SyncAsk.TYPE})
 
     def __init__(self, node: NodeHost) -> None:
         self.node = node
@@ -103,8 +113,13 @@ class Transfers:
         self._sync: _Sync | None = None
         self._fetches: dict[int, _Fetch] = {}
         self._not_before = 0.0
-        self._next_notice = 0.0
-        self._synced: dict[int, set[str]] = {}  # pending fingerprint -> nodes holding it
+        # While leaving: the question (pending fingerprint, transfer id) put to the heirs,
+        # the heirs that answered it, and when to ask those that did not again.
+        self._ask: tuple[int, int] | None = None
+        self._synced: set[str] = set()
+        self._next_ask = 0.0
+        # As an heir: the latest question of each leaving node, answered once it holds.
+        self._asked: dict[str, tuple[int, int]] = {}
         # Fingerprints of the held and pending rings, computed when either changes
         # (`hold`, `ring_changed`) rather than on every tick that compares them.
         self._held_fp = fingerprint(self.held.token_map()) if self.held is not None else 0
@@ -221,8 +236,10 @@ class Transfers:
                 return self._on_busy(src, req_id)
             case RangeBatch(req_id, items, next_after):
                 return self._on_batch(src, req_id, items, next_after, now)
-            case SyncDone(fp):
-                self._synced.setdefault(fp, set()).add(src)
+            case SyncAsk(fp, transfer_id):
+                return self._on_sync_ask(src, fp, transfer_id)
+            case SyncDone(fp, transfer_id):
+                self._on_sync_done(src, fp, transfer_id)
         return []
 
     def _serve(self, src: str, req_id: int, start: int, end: int, after: bytes | None,
@@ -311,23 +328,89 @@ class Transfers:
         me = node.members.get(node.id)
         if me is None or me.status != LEAVING:
             return []
-        synced = self._synced.get(self._pending_fp, set())
-        return sorted(self._heirs() - synced)
+        asked = self._ask is not None and self._ask[0] == self._pending_fp
+        return sorted(self._heirs() - self._synced) if asked else sorted(self._heirs())
+
+    def _question(self) -> tuple[int, int]:
+        """The question for the heirs of the current pending ring; a new transfer id
+        (and no answers yet) whenever that ring changes. Request ids start at a random
+        point in every life and draw nothing from the rng, so asking leaves the node's
+        random sequence (and a simulation's trace) as it was."""
+        if self._ask is None or self._ask[0] != self._pending_fp:
+            self._ask = (self._pending_fp, self.node.new_id())
+            self._synced = set()
+        return self._ask
+
+    def _on_sync_ask(self, src: str, fp: int, transfer_id: int) -> list[Effect]:
+        member = self.node.members.get(src)
+        if member is None or member.status != LEAVING or src == self.node.id:
+            return []
+        self._asked[src] = (fp, transfer_id)
+        return self._answers()
+
+    def _answers(self) -> list[Effect]:
+        """As an heir: answer each leaving node's question once this node holds the ring
+        it names, and forget questions of nodes no longer leaving."""
+        if not self._asked or self._sync is not None or self.held is None:
+            return []
+        effects: list[Effect] = []
+        for leaver in sorted(self._asked):
+            member = self.node.members.get(leaver)
+            fp, transfer_id = self._asked[leaver]
+            if member is None or member.status != LEAVING:
+                del self._asked[leaver]
+            elif fp == self._held_fp:
+                del self._asked[leaver]
+                effects.append(Send(leaver, SyncDone(fp, transfer_id)))
+        return effects
+
+    def _on_sync_done(self, src: str, fp: int, transfer_id: int) -> None:
+        me = self.node.members.get(self.node.id)
+        if me is None or me.status != LEAVING or self._ask != (fp, transfer_id) \
+                or fp != self._pending_fp or src not in self._heirs():
+            self.stats.sync_notices_refused += 1
+            return
+        self._synced.add(src)
+
+    def _rival(self) -> str | None:
+        """While leaving: why this leave must stop, or None to go on.
+
+        Two leaves asked for at once on two nodes both pass the checks made when they
+        start; every node settles them the same way: the smallest id goes on.
+        """
+        node = self.node
+        staying = 0
+        for m in node.members.members():
+            if m.node_id == node.id:
+                continue
+            if m.status == LEAVING and m.node_id < node.id:
+                return f"{m.node_id} is leaving"
+            staying += m.status in (UP, JOINING)
+        if staying < node.n:
+            return f"only {staying} members would stay, fewer than n={node.n}"
+        return None
 
     def _leave_progress(self, now: float) -> list[Effect]:
         node = self.node
-        effects: list[Effect] = []
-        leaving = [m.node_id for m in node.members.members()
-                   if m.status == LEAVING and m.node_id != node.id]
-        if leaving and self._sync is None and self.held is not None \
-                and now >= self._next_notice:
-            self._next_notice = now + SYNC_NOTICE_EVERY
-            if self._held_fp == self._pending_fp:
-                effects.extend(Send(dst, SyncDone(self._pending_fp)) for dst in leaving)
+        effects = self._answers()
         me = node.members.get(node.id)
-        if me is not None and me.status == LEAVING and not self.waiting_for():
+        if me is None or me.status != LEAVING:
+            return effects
+        if self._rival() is not None:
+            effects.extend(node.set_own_status(UP, now))  # withdrawn: it still holds all
+            return effects
+        waiting = self.waiting_for()
+        if not waiting:
             effects.extend(node.set_own_status(LEFT, now))
+        elif now >= self._next_ask:
+            self._next_ask = now + SYNC_ASK_EVERY
+            fp, transfer_id = self._question()
+            effects.extend(Send(heir, SyncAsk(fp, transfer_id)) for heir in waiting)
         return effects
+
+    def busy(self) -> bool:
+        """True while ranges this node gained are still being fetched."""
+        return self._sync is not None
 
     # --- a view for operators ---------------------------------------------------------
 

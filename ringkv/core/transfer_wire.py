@@ -1,12 +1,14 @@
-"""Messages of range transfers (joins, leaves, removals), type ids 40-43.
+"""Messages of range transfers (joins, leaves, removals), type ids 40-44.
 
 A node that must hold a range it does not hold yet pulls it page by page:
 `RangeFetch` asks a previous owner for the records of ``(start, end]`` after a data
 key, and `RangeBatch` answers with at most `limit` of them and the cursor to continue
 from (`None` once the range is exhausted); `RangeBusy` refuses a fetch of a range the
-source is itself still fetching (it does not hold it yet: ask another). `SyncDone`
-tells a leaving node that the sender holds every range of the pending ring named by a
-fingerprint.
+source is itself still fetching (it does not hold it yet: ask another). A leaving node
+asks each heir (`SyncAsk`, with a transfer id it drew and the fingerprint of the pending
+ring) whether it holds its new ranges; `SyncDone` answers once it does, echoing both. A
+leaver counts a `SyncDone` only from an heir it asked, with the transfer id and
+fingerprint it asked about, so a notice nobody asked for changes nothing.
 
 Every decoder validates sizes and types: a malformed frame raises ValueError and the
 transport refuses it.
@@ -86,15 +88,16 @@ class RangeBatch:
 class SyncDone:
     TYPE: ClassVar[int] = 42
     fingerprint: int
+    transfer_id: int = 0  # the leaver's `SyncAsk` this answers; 0 answers none
 
     def to_fields(self) -> list[Any]:
-        return [self.fingerprint]
+        return [self.fingerprint, self.transfer_id]
 
     @classmethod
     def from_fields(cls, f: list[Any]) -> SyncDone:
-        if len(f) != 1:
+        if len(f) != 2:
             raise ValueError("malformed sync notice")
-        return cls(_uint(f[0]))
+        return cls(_uint(f[0]), _uint(f[1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,4 +115,20 @@ class RangeBusy:
         return cls(_uint(f[0]))
 
 
-TRANSFER_MESSAGES = (RangeFetch, RangeBatch, SyncDone, RangeBusy)
+@dataclass(frozen=True, slots=True)
+class SyncAsk:
+    TYPE: ClassVar[int] = 44
+    fingerprint: int  # the pending ring the leaver waits for its heirs to hold
+    transfer_id: int  # drawn by the leaver; a `SyncDone` must echo it
+
+    def to_fields(self) -> list[Any]:
+        return [self.fingerprint, self.transfer_id]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> SyncAsk:
+        if len(f) != 2:
+            raise ValueError("malformed sync question")
+        return cls(_uint(f[0]), _uint(f[1]))
+
+
+TRANSFER_MESSAGES = (RangeFetch, RangeBatch, SyncDone, RangeBusy, SyncAsk)

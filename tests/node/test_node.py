@@ -142,7 +142,12 @@ def test_a_node_that_lost_its_disk_rejoins_and_fetches_its_ranges_without_reads(
     mine = [k for k in keys if victim in net.nodes["n1"].preference_list(k)]
     net.crash(victim, lose_disk=True)
     net.restart(victim)
-    net.run_for(0.2)
+    # Its new key is taken once its old life is judged down (a seed's join of a member
+    # still heard from would be a hijack), a few seconds.
+    for _ in range(200):
+        if net.nodes["n1"].members.get(victim).status == "joining":
+            break
+        net.run_for(0.1)
     # Back with no data: joining, so reads do not ask it, while writes reach it.
     assert net.nodes["n1"].members.get(victim).status == "joining"
     assert victim not in net.nodes["n1"].preference_list(mine[0])
@@ -177,6 +182,10 @@ def test_lost_disk_node_reuses_no_counter():
     net.crash(coord, lose_disk=True)
     net.restart(coord)
     net.run_for(1.0)
+    for _ in range(200):  # rejoined once its old life is judged down (its key is new)
+        if net.nodes[coord].joined:
+            break
+        net.run_for(0.1)
     ok2 = put(net, coord, key, b"b")  # blind: must be a sibling, never overwrite a
     assert values(get(net, "n5", key, r=3)) == [b"a", b"b"]
     actors = set(ok2.context.vector) | {a for a, _ in ok2.context.cloud}

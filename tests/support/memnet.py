@@ -72,7 +72,8 @@ class MemNet:
         engine = self.engines.setdefault(node_id, MemoryEngine())
         cfg = fast_test_config(node_id, seeds=seeds, rpc_port=9000 + len(self.nodes) + 1,
                                http_port=8000 + len(self.nodes) + 1, **overrides)
-        node = Node(cfg, engine, self.now, random.Random(self.rng.getrandbits(64)))
+        rng = random.Random(self.rng.getrandbits(64))
+        node = Node(cfg, engine, self.now, rng, new_key=lambda: rng.randbytes(32))
         self.nodes[node_id] = node
         self._gates[node_id] = DurabilityGate(engine)  # a new life holds nothing yet
         self._commit(node_id)

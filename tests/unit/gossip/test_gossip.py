@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from dataclasses import replace
@@ -12,6 +13,7 @@ from gossip.gossiper import Gossiper
 from gossip.membership import JOINING, LEAVING, LEFT, UP, Member, Membership
 from gossip.messages import Beat, GossipAck, GossipAck2, GossipSyn
 from gossip.phi import PhiAccrualDetector
+from gossip.signing import Signer
 from sim.gossip_scale import GossipWorld, movement_table
 
 # --- in a world -------------------------------------------------------------------------
@@ -90,11 +92,15 @@ def test_refutation_clears_a_false_record_of_a_live_node() -> None:
     world.run_until(5.0)
     true = world.nodes["n002"].membership.get("n002")
     assert true is not None
-    false = replace(true, status=LEAVING, version=true.version + 5)
-    world.nodes["n005"].gossiper.learn([false], world.now)
+    # Written by another member, n005, and signed by it: n002 is up, so no one takes it
+    # (n005 itself included), and n002, handed it straight, refutes it.
+    false = world.signers["n005"].sign(replace(true, status=LEAVING,
+                                               version=true.version + 5))
+    assert world.nodes["n005"].gossiper.learn([false], world.now).changed == []
+    world.nodes["n002"].gossiper.learn([false], world.now)
     world.run_until(world.now + 10.0)
     mine = world.nodes["n002"].membership.get("n002")
-    assert mine == replace(true, version=false.version + 1)
+    assert mine == world.signers["n002"].sign(replace(true, version=false.version + 1))
     for node in world.nodes.values():
         assert node.membership.get("n002") == mine
 
@@ -131,12 +137,25 @@ def test_the_world_replays_exactly() -> None:
 # --- one gossiper, by hand ------------------------------------------------------------------
 
 
+_SIGNERS: dict[str, Signer] = {}
+
+
+def signer(node_id: str) -> Signer:
+    """A fixed key per id, so the same record is signed the same way in every test."""
+    if node_id not in _SIGNERS:
+        _SIGNERS[node_id] = Signer(node_id, hashlib.sha256(node_id.encode()).digest())
+    return _SIGNERS[node_id]
+
+
 def member(node_id: str, version: int = 1, status: str = UP, generation: int = 7) -> Member:
-    return Member(node_id, f"{node_id}:1", f"{node_id}:2", (1,), status, version, generation)
+    """`node_id`'s record, signed by itself."""
+    return signer(node_id).sign(Member(node_id, f"{node_id}:1", f"{node_id}:2", (1,), status,
+                                       version, generation))
 
 
 def gossiper(*records: Member, self_id: str = "a", now: float = 0.0) -> Gossiper:
-    return Gossiper(self_id, Membership(records), PhiAccrualDetector(), random.Random(1), now)
+    return Gossiper(self_id, Membership(records), PhiAccrualDetector(), random.Random(1), now,
+                    signer(self_id))
 
 
 def test_rounds_keep_their_cadence_and_bump_the_heartbeat() -> None:
@@ -155,7 +174,7 @@ def test_our_record_rides_on_syns_for_a_while_after_it_changed() -> None:
     # A peer takes the sender's record (its new address) from the SYN itself, and only
     # the sender's own.
     peer = gossiper(member("a"), member("b"), self_id="b")
-    moved = replace(member("a", version=2), rpc="elsewhere:2")
+    moved = signer("a").sign(replace(member("a", version=2), rpc="elsewhere:2"))
     assert peer.receive("a", GossipSyn((), moved), 1.0).changed == [moved]
     assert peer.receive("c", GossipSyn((), member("a", version=3)), 1.0).changed == []
 
@@ -209,10 +228,19 @@ def test_refutation_bumps_our_version_past_the_false_record() -> None:
     assert g.learn([member("a", version=2, status=LEAVING)], 0.0).changed == []
 
 
-def test_a_removal_of_ourselves_is_adopted_not_refuted() -> None:
-    g = gossiper(member("a", version=3))
-    res = g.learn([member("a", version=3, status=LEFT)], 0.0)
-    assert res.changed == [member("a", version=4, status=LEFT)]
+def test_a_removal_of_ourselves_is_refuted_whoever_signed_it() -> None:
+    g = gossiper(member("a", version=3), member("b"))
+    removal = replace(member("a", version=3), status=LEFT)
+    forged = (removal,  # our signature, no longer matching
+              replace(removal, version=9, sig=b"\x01" * 64),  # signed-looking
+              signer("b").sign(replace(removal, version=12)),  # a member's removal
+              signer("a").sign(replace(removal, version=15)))  # as if we wrote it
+    version = 3
+    for rec in forged:
+        res = g.receive("b", GossipAck2((rec,)), 0.0)
+        version = max(version, rec.version) + 1
+        assert res.changed == [member("a", version=version)]
+    assert g.membership.get("a") == member("a", version=16)
 
 
 def test_a_removal_of_an_earlier_life_does_not_stop_a_rejoin() -> None:
@@ -221,16 +249,27 @@ def test_a_removal_of_an_earlier_life_does_not_stop_a_rejoin() -> None:
     g = gossiper(member("a", version=4, status=JOINING, generation=8))
     res = g.learn([member("a", version=4, status=LEFT, generation=7)], 0.0)
     assert res.changed == [member("a", version=5, status=JOINING, generation=8)]
-    # The removal of this very life is still final.
+    # A removal of this life, read by this life, is refuted too: it is alive.
     res = g.learn([member("a", version=6, status=LEFT, generation=8)], 0.0)
-    assert res.changed == [member("a", version=6, status=LEFT, generation=8)]
+    assert res.changed == [member("a", version=7, status=JOINING, generation=8)]
 
 
 def test_a_seed_written_record_of_ourselves_is_taken_before_joining() -> None:
-    g = gossiper(member("b"))
-    res = g.learn([member("a", version=2), member("b")], 0.0)
-    assert res.changed == [member("a", version=2)]
-    assert g.tick(0.0) != []
+    g = gossiper()
+    # The seed's own record comes with it, and is taken first: it signed ours.
+    ours = signer("b").sign(replace(member("a", version=2, status=JOINING)))
+    res = g.learn([ours, member("b")], 0.0)
+    assert res.changed == [member("b"), ours]
+    assert ours.author == "b" and g.tick(0.0) != []
+
+
+def test_a_seed_written_record_of_ourselves_under_another_key_is_refused() -> None:
+    g = gossiper()
+    other = Signer("a", bytes(32))  # someone else's key pair for our id
+    theirs = signer("b").sign(other.sign(member("a", status=JOINING)))
+    res = g.learn([member("b"), theirs], 0.0)
+    assert res.changed == [member("b")] and g.membership.get("a") is None
+    assert g.refused == 1 and g.tick(0.0) == []
 
 
 def test_update_own_moves_past_the_current_version() -> None:
