@@ -46,7 +46,8 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def http_json(url: str, timeout: float = 1.0) -> tuple[int, Any]:
+def http_json(url: str | urllib.request.Request, timeout: float = 1.0) -> tuple[int, Any]:
+    """(status, the JSON body or None); status 0 when the server could not be reached."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -210,13 +211,7 @@ class ClusterTarget(Target):
 def post_json(url: str, body: dict[str, Any], timeout: float = 2.0) -> tuple[int, Any]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except (OSError, ValueError):
-        return 0, None
+    return http_json(req, timeout)
 
 
 class EtcdTarget(Target):
