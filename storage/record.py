@@ -45,9 +45,6 @@ def decode_record(raw: bytes) -> Record:
         fmt, versions_doc, actor = msgpack.unpackb(raw, use_list=True, raw=False)
         if fmt != RECORD_FORMAT:
             raise ValueError(f"unknown record format {fmt!r}")
-        if not (type(versions_doc) is list and len(versions_doc) == 3
-                and all(type(part) is list for part in versions_doc)):
-            raise ValueError("malformed versions")
         if actor is None:
             local = None
         elif (type(actor) is list and len(actor) == 3 and type(actor[0]) is str
