@@ -11,8 +11,9 @@ Job: the four steps of an exchange between two replicas, as frozen dataclasses t
 
 Invariants: `from_fields` accepts exactly what `to_fields` produces and raises
 ValueError/TypeError on anything else (wrong arity or types, out-of-range tokens,
-indexes or hashes, over-long lists, keys outside 1..1024 bytes, malformed versions),
-so a bad frame never reaches the tree or the store. Every list is bounded by
+indexes or hashes, over-long lists, keys outside 1..`MAX_KEY` bytes (stored keys,
+`storage.namespace`), malformed versions), so a bad frame never reaches the tree or the
+store. Every list is bounded by
 `MAX_ITEMS` so one frame cannot make a node allocate without limit.
 """
 
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from antientropy.merkle import LEAF_LEVEL, valid_index
+from storage.keys import MAX_KEY_LEN
 from storage.versions import Versions, from_wire, to_wire
 
 MAX_ITEMS = 1 << 16
-MAX_KEY = 1024
+MAX_KEY = MAX_KEY_LEN
 
 RangeNodes = tuple[int, int, tuple[tuple[int, int], ...]]
 # (range start, range end, ((node index, hash), ...)): grouped by range, so a range's
@@ -52,7 +54,7 @@ def _list(x: Any, limit: int = MAX_ITEMS) -> list[Any]:
 
 def _key(x: Any) -> bytes:
     if not isinstance(x, bytes) or not 1 <= len(x) <= MAX_KEY:
-        raise ValueError("keys are 1..1024 bytes")
+        raise ValueError(f"keys are 1..{MAX_KEY} bytes")
     return x
 
 

@@ -10,7 +10,8 @@ Invariants:
 - A token is an unsigned 64-bit ring position (``ring.token``), written big endian and
   fixed width, so byte order of data keys is token order and the keys of a token range
   form one or two contiguous scans (``token_range_bounds``).
-- User keys are 1..1024 bytes; every function here checks its inputs and raises
+- Keys are stored keys (`storage.namespace`: a user key, or a bucket's or data
+  type's key), 1..`MAX_KEY_LEN` bytes; every function here checks its inputs and raises
   ``ValueError`` on a malformed key, so a bad key never reaches disk.
 - The key length in a hint key makes ``hint_prefix(token, key)`` match the hints of
   exactly that key: a key that merely starts with ``key`` has a different length field.
@@ -22,6 +23,8 @@ Invariants:
 from __future__ import annotations
 
 from typing import Final
+
+from storage.namespace import MAX_STORED_KEY
 
 __all__ = [
     "MAX_KEY_LEN",
@@ -38,7 +41,7 @@ __all__ = [
 
 TOKEN_BYTES: Final = 8
 MAX_TOKEN: Final = 2**64 - 1
-MAX_KEY_LEN: Final = 1024
+MAX_KEY_LEN: Final = MAX_STORED_KEY
 _LEN_BYTES: Final = 2
 
 

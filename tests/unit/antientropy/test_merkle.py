@@ -19,6 +19,7 @@ from antientropy.ranges import replica_ranges, scan_ordered
 from ring.ring import Ring
 from ring.token import key_token
 from ringkv.core import wire
+from storage.keys import MAX_KEY_LEN
 from storage.memory import MemoryEngine
 from storage.record import Record
 from storage.store import KeyStore
@@ -204,7 +205,7 @@ def test_messages_roundtrip() -> None:
     [31, 1, [[1, 2, 3, "a", False, []]]],
     [31, 1, [[1, 2, 3, False, []]]],
     [32, 1, [[b"k", [[], [], [["n", 1, 1, 1, b"v", "t", 1, None]]]]], []],
-    [32, 1, [], [b"x" * 1025]],
+    [32, 1, [], [b"x" * (MAX_KEY_LEN + 1)]],
     [33, 1, [[b"k"]]],
     [33, 1, "no"],
 ])

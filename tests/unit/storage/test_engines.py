@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from storage.engine import TABLES, Batch, EngineClosedError, OverlayEngine, Table
 from storage.keys import (
+    MAX_KEY_LEN,
     MAX_TOKEN,
     data_key,
     hint_key,
@@ -573,7 +574,7 @@ def test_hint_prefix_matches_exactly_one_key() -> None:
         lambda: data_key(-1, b"k"),
         lambda: data_key(2**64, b"k"),
         lambda: data_key(0, b""),
-        lambda: data_key(0, b"k" * 1025),
+        lambda: data_key(0, b"k" * (MAX_KEY_LEN + 1)),
         lambda: split_data_key(b"12345678"),
         lambda: hint_key(0, b"k", ""),
         lambda: split_hint_key(data_key(0, b"k")),
