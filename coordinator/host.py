@@ -64,8 +64,12 @@ class Host(Protocol):
     def joined(self) -> bool: ...
 
     @property
-    def resolve(self) -> Callable[[Versions], Versions]:
-        """Applied to every state the node forms (last-write-wins keeps one sibling)."""
+    def resolve(self) -> Callable[[bytes, Versions], Versions]:
+        """Applied to every state the node forms for a key (last-write-wins keeps one
+        sibling, in a bucket whose conflict mode is `lww`)."""
+
+    def max_siblings_for(self, key: bytes) -> int:
+        """The sibling bound of a value write to `key` (its bucket's, or the node's)."""
 
     def is_up(self, node: str, now: float) -> bool: ...
 

@@ -14,8 +14,9 @@ coordinator tells the two kinds of ack apart by the request id.
 
 Invariants: `ringkv.core.wire` registers these classes and encodes each as
 `[TYPE, *to_fields()]`; `from_fields` accepts exactly what `to_fields` produces and
-raises `ValueError`/`TypeError` on anything else (keys outside 1..1024 bytes, node ids
-outside 1..64 characters, malformed versions or client contexts, booleans for
+raises `ValueError`/`TypeError` on anything else (keys outside 1..`MAX_KEY_BYTES`, the
+stored-key limit of `storage.namespace`; node ids outside 1..64 characters, malformed
+versions, client contexts or data-type updates, booleans for
 integers), so a peer's garbage never reaches the coordinator. The one deferred check
 is a ReplicaGetReply's versions: they stay packed until the read's quorum decodes them,
 validating them the same way, and an answer that fails is dropped there.
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 
 from coordinator.requests import (
     ClientResponse,
+    LimitExceeded,
     QuorumFailed,
     RecordTooLarge,
     Rejected,
@@ -36,13 +38,15 @@ from coordinator.requests import (
     WriteOk,
     WriteRequest,
 )
+from storage.crdt import operation_from_doc, operation_to_doc
+from storage.keys import MAX_KEY_LEN
 from storage.store import pack_versions
 from storage.versions import Context, Versions, decode_context, encode_context, from_wire, to_wire
 
 __all__ = ["DATA_MESSAGES", "MAX_KEY_BYTES", "REPAIR_ID", "ForwardReply", "ForwardWrite",
            "ReplicaGet", "ReplicaGetReply", "ReplicaPut", "ReplicaPutAck"]
 
-MAX_KEY_BYTES = 1024
+MAX_KEY_BYTES = MAX_KEY_LEN
 REPAIR_ID = 0  # request id of fire-and-forget repairs: their acks are ignored
 
 
@@ -82,18 +86,23 @@ def _context(text: Any) -> Context:
 
 
 def _write_request_doc(req: WriteRequest) -> list[Any]:
-    return [req.key, req.value, req.content_type, encode_context(req.context), req.w,
-            req.ttl, req.timeout_ms]
+    doc: list[Any] = [req.key, req.value, req.content_type, encode_context(req.context), req.w,
+           req.ttl, req.timeout_ms]
+    if req.op is not None:
+        doc.append(operation_to_doc(req.op))
+    return doc
 
 
 def _write_request(doc: Any) -> WriteRequest:
-    if not (isinstance(doc, list) and len(doc) == 7):
+    # Seven fields for a value written, an eighth for a data-type update.
+    if not (isinstance(doc, list) and len(doc) in (7, 8)):
         raise ValueError("malformed write request")
-    key, value, ctype, ctx, w, ttl, timeout = doc
+    key, value, ctype, ctx, w, ttl, timeout = doc[:7]
     if value is not None and not isinstance(value, bytes) or not isinstance(ctype, str):
         raise ValueError("malformed write request")
+    op = operation_from_doc(doc[7]) if len(doc) == 8 else None
     return WriteRequest(_key(key), value, ctype, _context(ctx), _opt_int(w), _opt_int(ttl),
-                        _opt_int(timeout))
+                        _opt_int(timeout), op)
 
 
 def _response_doc(resp: ClientResponse) -> list[Any]:
@@ -109,6 +118,8 @@ def _response_doc(resp: ClientResponse) -> list[Any]:
         return ["too_large", resp.size, resp.limit]
     if isinstance(resp, StorageFull):
         return ["storage_full", resp.error]
+    if isinstance(resp, LimitExceeded):
+        return ["limit", resp.what, resp.size, resp.limit]
     raise ValueError(f"cannot forward a {type(resp).__name__}")
 
 
@@ -128,6 +139,8 @@ def _response(doc: Any) -> ClientResponse:
         return RecordTooLarge(_int(doc[1]), _int(doc[2]))
     if kind == "storage_full" and len(doc) == 2 and isinstance(doc[1], str):
         return StorageFull(doc[1])
+    if kind == "limit" and len(doc) == 4 and isinstance(doc[1], str) and len(doc[1]) <= 64:
+        return LimitExceeded(doc[1], _int(doc[2]), _int(doc[3]))
     raise ValueError("malformed response")
 
 

@@ -79,7 +79,7 @@ class Reads:
         return effects
 
     def _response(self, op: ReadOp, now: float) -> ClientResponse:
-        merged = self._host.resolve(op.quorum.merged())
+        merged = self._host.resolve(op.key, op.quorum.merged())
         stale = tuple(op.quorum.stale(merged))
         replied = tuple(sorted(op.quorum.replies))
         self._stats.stale_replies += len(stale)

@@ -7,13 +7,23 @@ exceptions; the HTTP layer maps each to a status code at the boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from storage.versions import Context, Sibling
+
+if TYPE_CHECKING:
+    from storage.crdt import Operation
 
 
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
-    """A PUT, or a DELETE when `value` is None."""
+    """A PUT, or a DELETE when `value` is None; or, with `op`, a data-type update.
+
+    `key` is a stored key (`storage.namespace`). With an `op` (a counter increment, a
+    set edit, bucket properties: `storage.crdt`) the coordinator forms the new state
+    with `op.apply` instead of writing `value`, and `value`, `content_type` and
+    `context` are unused.
+    """
 
     key: bytes
     value: bytes | None
@@ -22,6 +32,7 @@ class WriteRequest:
     w: int | None = None  # None: the cluster default
     ttl: int | None = None  # seconds
     timeout_ms: int | None = None
+    op: Operation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +42,24 @@ class ReadRequest:
     timeout_ms: int | None = None
 
 
-ClientRequest = WriteRequest | ReadRequest
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """A page of the live keys of one (bucket, kind), in ring order (contract 7).
+
+    `after` is the position the previous page ended at, `(token, stored key)`, or None
+    for the first page; keys are listed in (token, stored key) order, an order no
+    membership change alters, so following the cursor lists each key once.
+    """
+
+    bucket: str
+    kind: str  # storage.namespace.KV, COUNTER or SET
+    after: tuple[int, bytes] | None
+    limit: int
+    r: int | None = None
+    timeout_ms: int | None = None
+
+
+ClientRequest = WriteRequest | ReadRequest | ListRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +131,25 @@ class StorageFull:
     error: str
 
 
-WriteRefused = TooManySiblings | RecordTooLarge | Rejected | StorageFull
+@dataclass(frozen=True, slots=True)
+class ListOk:
+    """A page of keys (user keys, in order) and where the next page starts (None: done)."""
+
+    keys: tuple[bytes, ...]
+    cursor: tuple[int, bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitExceeded:
+    """A data-type update refused because the state would pass a bound (a 413), such
+    as the number of elements a set may hold. Nothing was stored."""
+
+    what: str
+    size: int
+    limit: int
+
+
+WriteRefused = LimitExceeded | TooManySiblings | RecordTooLarge | Rejected | StorageFull
 
 ClientResponse = (WriteOk | ReadOk | NotFound | QuorumFailed | Rejected | TooManySiblings
-                  | RecordTooLarge | StorageFull)
+                  | RecordTooLarge | StorageFull | LimitExceeded | ListOk)

@@ -15,10 +15,14 @@ Invariants:
   would add a sibling). The memory holds at most `FORWARD_MEMORY_MAX` ids, oldest
   evicted first, so a flood of distinct ids costs a fixed amount of memory; an id
   evicted early only loses duplicate suppression for a frame that old.
-- Siblings are bounded: a write whose new state would hold more than `max_siblings`
-  versions (tombstones included) is answered `TooManySiblings` and changes nothing
-  (nothing stored or hinted, no fan-out); one whose context covers every sibling leaves
-  a single version and always works.
+- A data-type update (`req.op`: a counter increment, a set edit, bucket properties)
+  forms its state with `op.apply` over the same base and actor a value write would
+  use, and travels, hints and merges exactly like one; an update past its type's
+  bounds is `LimitExceeded` (a 413) and changes nothing.
+- Siblings are bounded: a value write whose new state would hold more than the key's
+  bucket's `max_siblings` versions (tombstones included) is answered `TooManySiblings`
+  and changes nothing (nothing stored or hinted, no fan-out); one whose context covers
+  every sibling leaves a single version and always works.
 - A write never leaves a state the store's own validators refuse or a frame cannot
   carry: one whose new state's context, or the context handed back, exceeds the
   write bounds of `storage.limits` is `Rejected` (a 400), and one whose encoded state
@@ -40,6 +44,7 @@ from coordinator.messages import ForwardReply, ForwardWrite, ReplicaPut, Replica
 from coordinator.ops import ForwardOp, OpTable, ReplyTo, WriteOp
 from coordinator.quorum import Target, WriteQuorum
 from coordinator.requests import (
+    LimitExceeded,
     QuorumFailed,
     RecordTooLarge,
     Rejected,
@@ -51,9 +56,10 @@ from coordinator.requests import (
 )
 from ring.token import key_token
 from ring.transition import write_extras
+from storage.crdt import OverLimit
 from storage.limits import MAX_RECORD_BYTES, context_problem, record_too_large
 from storage.record import Record
-from storage.versions import Context, Versions, update
+from storage.versions import Actor, Context, Versions, update
 
 FORWARD_MEMORY = 30.0  # seconds a forwarded write's id is remembered, to drop duplicates
 # Ids remembered at most (~100 bytes each): ten times a busy node's forwards per 30 s.
@@ -112,7 +118,7 @@ class Writes:
         self._stats.forwarded += 1
         ms = max(1, int((until - now) * 1000))
         fwd_req = WriteRequest(req.key, req.value, req.content_type, req.context, w,
-                               req.ttl, ms)
+                               req.ttl, ms, req.op)
         return [Send(replica, ForwardWrite(fwd, fwd_req)), SetTimer(until + FORWARD_GRACE, fwd)]
 
     def _form(self, token: int, req: WriteRequest, mine: Target | None,
@@ -133,11 +139,15 @@ class Writes:
             base = record.versions if record else None
             if actor is None:
                 actor = self._actors.fresh()
-            state, client_ctx = update(base, req.context, actor, req.value,
-                                       req.content_type, now_ms, expires)
-            state = host.resolve(state)
-            if len(state.siblings) > host.config.max_siblings:
-                return TooManySiblings(len(state.siblings), host.config.max_siblings)
+            formed = _apply(req, base, actor, now_ms, expires)
+            if isinstance(formed, LimitExceeded):
+                return formed
+            state, client_ctx = formed
+            state = host.resolve(req.key, state)
+            # Counters and sets keep one sibling per entry: their bound is their own.
+            limit = host.max_siblings_for(req.key)
+            if req.op is None and len(state.siblings) > limit:
+                return TooManySiblings(len(state.siblings), limit)
             refused = _refusal(state, client_ctx)
             if refused is not None:
                 return refused
@@ -145,8 +155,10 @@ class Writes:
             return state, client_ctx
         # A fallback (or a node outside the list) holds no stable actor for the key.
         # With no base it holds the new version only, so the sibling bound cannot bite.
-        state, client_ctx = update(None, req.context, self._actors.fresh(), req.value,
-                                   req.content_type, now_ms, expires)
+        formed = _apply(req, None, self._actors.fresh(), now_ms, expires)
+        if isinstance(formed, LimitExceeded):
+            return formed
+        state, client_ctx = formed
         refused = _refusal(state, client_ctx)
         if refused is not None:
             return refused
@@ -231,6 +243,18 @@ class Writes:
             if seen[first] > now:
                 return
             del seen[first]
+
+
+def _apply(req: WriteRequest, base: Versions | None, actor: Actor, now_ms: int,
+           expires: int | None) -> tuple[Versions, Context] | LimitExceeded:
+    """The state `req` forms over `base`: a value written, or a data-type update."""
+    if req.op is None:
+        return update(base, req.context, actor, req.value, req.content_type, now_ms,
+                      expires)
+    formed = req.op.apply(base, actor, now_ms)
+    if isinstance(formed, OverLimit):
+        return LimitExceeded(formed.what, formed.size, formed.limit)
+    return formed
 
 
 def _refusal(state: Versions, client_ctx: Context) -> Rejected | RecordTooLarge | None:

@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import msgpack
@@ -28,6 +29,8 @@ from sortedcontainers import SortedSet
 
 from storage.engine import Batch, Engine
 from storage.keys import (
+    MAX_TOKEN,
+    TOKEN_BYTES,
     data_key,
     hint_key,
     hint_prefix,
@@ -36,14 +39,17 @@ from storage.keys import (
     split_hint_key,
     token_range_bounds,
 )
+from storage.memory import MemoryEngine
 from storage.record import RECORD_FORMAT, Record, decode_record, encode_record
 from storage.versions import Versions, from_trusted_wire, from_wire, merge, to_wire
 
-Resolver = Callable[[Versions], Versions]
+# Applied to every state formed for a key (last-write-wins keeps one sibling); it is
+# handed the stored key, since the conflict mode is a bucket's (`storage.namespace`).
+Resolver = Callable[[bytes, Versions], Versions]
 ChangeListener = Callable[[int, bytes, Versions | None, Versions | None], None]
 
 
-def _keep_all(versions: Versions) -> Versions:
+def _keep_all(key: bytes, versions: Versions) -> Versions:
     return versions
 
 
@@ -91,6 +97,17 @@ class KeyStore:
         for hkey, _ in engine.scan("hints", b"", None):
             _, _, target = split_hint_key(hkey)
             self.hint_index.setdefault(target, SortedSet()).add(hkey)
+        if isinstance(engine, MemoryEngine):
+            engine.on_evict = self._evicted
+
+    def _evicted(self, dkey: bytes, raw: bytes) -> None:
+        """The engine dropped a record to stay under its memory bound: to every reader
+        the key is gone, so the listener sees it deleted, and `_last` forgets it."""
+        if self._last is not None and self._last[0] == dkey:
+            self._last = None
+        if self.listener is not None:
+            token, key = split_data_key(dkey)
+            self.listener(token, key, decode_record(raw).versions, None)
 
     # --- records ------------------------------------------------------------------
 
@@ -136,9 +153,9 @@ class KeyStore:
         """Merge received versions into the local record; True when it changed."""
         current = self.get_record(token, key)
         if current is None:
-            self.put_record(token, key, Record(resolve(incoming)))
+            self.put_record(token, key, Record(resolve(key, incoming)))
             return True
-        merged = resolve(merge(current.versions, incoming))
+        merged = resolve(key, merge(current.versions, incoming))
         if merged.same_as(current.versions):
             return False
         self.put_record(token, key, Record(merged, current.local_actor))
@@ -163,6 +180,35 @@ class KeyStore:
                 if len(out) >= limit:
                     return out
         return out
+
+    def scan_matching(
+        self, after: tuple[int, bytes], end: int, accept: Callable[[bytes], bool],
+        limit: int, budget: int,
+    ) -> tuple[list[tuple[int, bytes, Record]], tuple[int, bytes] | None]:
+        """Records whose key `accept` takes, after position `after` with tokens up to `end`.
+
+        A position is (token, key) in data-key order; `after` is exclusive, and (t, b"")
+        lies before every key of token t. At most `limit` matches are returned and at
+        most `budget` records read (matching or not), so a call costs a bounded amount
+        whatever the range holds. Returns the matches, in order, and the position of
+        the last record read, or None when the range was read to its end: every match
+        up to that position is in the list. A record that does not decode (a damaged
+        disk) is read and skipped, as if absent here: the other replicas hold the key.
+        """
+        token, key = after
+        if not 0 <= token <= end <= MAX_TOKEN or limit < 1 or budget < 1:
+            raise ValueError("bad scan bounds")
+        lo = data_key(token, key) + b"\x00" if key else token.to_bytes(TOKEN_BYTES, "big")
+        hi = None if end == MAX_TOKEN else (end + 1).to_bytes(TOKEN_BYTES, "big")
+        out: list[tuple[int, bytes, Record]] = []
+        for read, (raw_key, raw) in enumerate(self.engine.scan("data", lo, hi), 1):
+            found = split_data_key(raw_key)
+            if accept(found[1]):
+                with contextlib.suppress(ValueError):  # damaged: see the docstring
+                    out.append((found[0], found[1], decode_record(raw)))
+            if len(out) >= limit or read >= budget:
+                return out, found
+        return out, None
 
     def abandon(self, batch: Batch) -> None:
         """Drop a batch whose commit failed (`Engine.abandon`) and keep in step with it.
@@ -209,7 +255,7 @@ class KeyStore:
     def merge_hint(self, token: int, key: bytes, target: str, incoming: Versions,
                    resolve: Resolver = _keep_all) -> None:
         hkey = hint_key(token, key, target)
-        merged = resolve(merge(self.get_hint(hkey), incoming))
+        merged = resolve(key, merge(self.get_hint(hkey), incoming))
         self.engine.put("hints", hkey, msgpack.packb(to_wire(merged), use_bin_type=True))
         self.hint_index.setdefault(target, SortedSet()).add(hkey)
 

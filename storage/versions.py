@@ -66,6 +66,10 @@ Dot = tuple[Actor, int]
 CONTEXT_VERSION = 1
 MAX_CONTEXT_ENTRIES = 4096
 MAX_CONTEXT_CHARS = 256 * 1024
+# The greatest counter a dot may carry. An actor issues one per write, so no real
+# history comes near it; the cap keeps a forged context from pushing an actor's next
+# dot (one past the greatest it has seen) beyond the 64 bits msgpack can carry.
+MAX_DOT_COUNTER = 1 << 62
 
 
 class ContextError(ValueError):
@@ -387,7 +391,7 @@ def _dot_entry(entry: object) -> Dot:
         and _is_uint(generation)
         and _is_uint(epoch)
         and _is_uint(counter)
-        and counter > 0
+        and 0 < counter <= MAX_DOT_COUNTER
     ):
         raise ValueError("bad entry field")
     return ((node, generation, epoch), counter)

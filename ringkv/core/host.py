@@ -64,8 +64,8 @@ class NodeHost(Protocol):
         """The node's own seeded rng (never the global one)."""
 
     @property
-    def resolve(self) -> Callable[[Versions], Versions]:
-        """How merged versions are reduced (last-write-wins keeps one sibling)."""
+    def resolve(self) -> Callable[[bytes, Versions], Versions]:
+        """How a key's merged versions are reduced (last-write-wins keeps one sibling)."""
 
     def new_id(self) -> int:
         """A request id unused by this node in this life."""

@@ -41,7 +41,7 @@ Invariants:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from coordinator.coordinator import Coordinator, Handler
 from coordinator.effects import Effect, Send
@@ -53,22 +53,19 @@ from gossip.signing import Signer, new_private_key
 from ring.ring import Ring
 from ring.token import key_token
 from ringkv.core.anti_entropy import AntiEntropy
+from ringkv.core.buckets import BucketProps, Buckets
 from ringkv.core.cluster import Cluster
 from ringkv.core.config import NodeConfig
 from ringkv.core.transfer import Transfers
 from ringkv.core.wire import Message
 from storage.engine import Engine
 from storage.store import KeyStore
-from storage.versions import Versions, lww_resolve
 
 # Told where a contained failure happened (`Node._contained`) and what it was.
 FaultSink = Callable[[str, Exception], None]
 
+BUCKETS_META = "bucket_props"  # the meta-table entry holding the last bucket table seen
 ANNOUNCE_FOR = 10.0  # seconds a node sends its own record with its gossip after a change
-
-
-def _keep_all(versions: Versions) -> Versions:
-    return versions
 
 
 class Node:
@@ -89,8 +86,16 @@ class Node:
             config.heartbeat_interval, config.phi_convict_threshold))
         self.members = Membership()
         self.n, self.r, self.w = config.n, config.r, config.w
-        # Last-write-wins keeps one sibling everywhere a state is formed.
-        self.resolve = lww_resolve if config.conflict == "lww" else _keep_all
+        # Bucket properties; last-write-wins (a bucket's, or the cluster's conflict
+        # mode) keeps one sibling everywhere a value's state is formed.
+        self.buckets = Buckets(lambda: (self.n, self.r, self.w), config.conflict,
+                               config.max_siblings)
+        self.resolve = self.buckets.resolve
+        self.max_siblings_for = self.buckets.max_siblings_for
+        saved = self.store.get_meta(BUCKETS_META)
+        if isinstance(saved, dict):
+            self.buckets.load({k: v for k, v in saved.items()
+                               if isinstance(k, str) and isinstance(v, bytes)})
         # Request ids start at a random point in every life, so that a late answer to a
         # request of an earlier life can never be taken for an answer to a new one.
         self._next_id = rng.getrandbits(48) + 1
@@ -163,6 +168,17 @@ class Node:
 
     def preference_list(self, key: bytes) -> list[str]:
         return self.ring.preference_list(key_token(key), self.n)
+
+    def learn_buckets(self, table: Mapping[str, bytes]) -> None:
+        """Take the bucket properties read from the cluster (`storage.crdt.props_table`),
+        and keep them on disk for the next start when they changed."""
+        if self.buckets.load(table):
+            self.store.put_meta(BUCKETS_META, self.buckets.table())
+
+    def set_bucket_props(self, bucket: str, props: BucketProps) -> None:
+        """Apply properties this node just wrote to the cluster, before the next read."""
+        self.buckets.set(bucket, props)
+        self.store.put_meta(BUCKETS_META, self.buckets.table())
 
     def new_id(self) -> int:
         self._next_id += 1

@@ -53,7 +53,7 @@ class Settings:
     max_siblings: int = 100
 
 
-def _keep_all(versions: Versions) -> Versions:
+def _keep_all(key: bytes, versions: Versions) -> Versions:
     return versions
 
 
@@ -68,6 +68,7 @@ class FakeHost:
         self.n, self.r, self.w = n, r, w
         self.joined = True
         self.resolve = _keep_all
+        self.max_siblings_for = lambda key: self.config.max_siblings
         self.down: set[str] = set()
         self.departing: set[str] = set()
         self._next_id = 100

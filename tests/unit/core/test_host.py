@@ -30,7 +30,7 @@ class StandIn:
         self.n = 2
         self.members = Membership()
         self.rng = random.Random(7)
-        self.resolve = lww_resolve
+        self.resolve = lambda key, state: lww_resolve(state)
         self.statuses: list[str] = []
         self._ids = 0
 

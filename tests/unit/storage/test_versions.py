@@ -214,3 +214,17 @@ def test_wire_round_trip_and_validation():
     bad[0] = []  # siblings no longer covered by the context
     with pytest.raises(ValueError):
         from_wire(bad)
+
+
+def test_a_context_whose_counter_would_overflow_the_next_dot_is_refused() -> None:
+    # A forged context naming the coordinator's actor at 2**64 - 1 made its next dot
+    # 2**64, which msgpack cannot encode: the write failed when the state was saved.
+    from storage.versions import MAX_DOT_COUNTER, ContextError, decode_context, encode_context
+
+    actor = ("n1", 1, 0)
+    ok = Context({actor: MAX_DOT_COUNTER}, frozenset())
+    assert decode_context(encode_context(ok)) == ok
+    for counter in (MAX_DOT_COUNTER + 1, 2**64 - 1):
+        forged = encode_context(Context({actor: counter}, frozenset()))
+        with pytest.raises(ContextError):
+            decode_context(forged)
