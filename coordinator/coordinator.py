@@ -1,5 +1,6 @@
 """The request coordinator of one node: its op table, and the routing of client requests,
-data-path messages, timers and ticks to the writes, reads, hints and replica side.
+data-path messages, timers and ticks to the writes, reads, key listings, hints and
+replica side.
 
 The node hands it
 
@@ -12,8 +13,9 @@ The node hands it
 
 Invariants:
 - Every request id comes from the host's `new_id` and names one entry of one table:
-  the op table (writes, reads, forwarded writes) or the hint deliveries in flight. A
-  ReplicaPutAck is a hint ack when its id names a delivery and a write ack otherwise.
+  the op table (writes, reads, listings, forwarded writes), the hint deliveries in
+  flight, or the scans of listings in flight (`coordinator.listing`). A ReplicaPutAck
+  is a hint ack when its id names a delivery and a write ack otherwise.
 - An op leaves the op table when it is complete or its timer fires; a timer whose op
   is gone does nothing.
 """
@@ -27,6 +29,8 @@ from coordinator.actors import Actors
 from coordinator.effects import Effect, Message, Reply
 from coordinator.hints import Hints
 from coordinator.host import Host, Stats
+from coordinator.listing import Listing
+from coordinator.listing_messages import ReplicaScan, ReplicaScanReply
 from coordinator.messages import (
     ForwardReply,
     ForwardWrite,
@@ -35,10 +39,10 @@ from coordinator.messages import (
     ReplicaPut,
     ReplicaPutAck,
 )
-from coordinator.ops import ForwardOp, OpTable, ReadOp, ReplyTo, WriteOp
+from coordinator.ops import ForwardOp, ListOp, OpTable, ReadOp, ReplyTo, WriteOp
 from coordinator.read import Reads
 from coordinator.replica import Replica
-from coordinator.requests import ClientRequest, QuorumFailed, ReadRequest
+from coordinator.requests import ClientRequest, ListRequest, QuorumFailed, ReadRequest
 from coordinator.write import Writes
 
 Handler = Callable[[str, Any, float], list[Effect]]
@@ -53,6 +57,7 @@ class Coordinator:
         self.writes = Writes(host, self._ops, Actors(host.id, generation), self.hints,
                              self.stats)
         self.reads = Reads(host, self._ops, self.stats)
+        self.listing = Listing(host, self._ops)
         self.replica = Replica(host, self.hints)
         self._handlers: dict[int, Handler] = {
             ReplicaPut.TYPE: self.replica.on_put,
@@ -61,6 +66,8 @@ class Coordinator:
             ReplicaGetReply.TYPE: self.reads.on_reply,
             ForwardWrite.TYPE: self.writes.on_forward,
             ForwardReply.TYPE: self.writes.on_forward_reply,
+            ReplicaScan.TYPE: self.replica.on_scan,
+            ReplicaScanReply.TYPE: self.listing.on_reply,
         }
 
     def handlers(self) -> dict[int, Handler]:
@@ -77,6 +84,8 @@ class Coordinator:
         reply_to = ReplyTo(client_id=client_id)
         if isinstance(req, ReadRequest):
             return self.reads.start(req, reply_to, now)
+        if isinstance(req, ListRequest):
+            return self.listing.start(req, reply_to, now)
         return self.writes.start(req, reply_to, now, forwarded=False)
 
     def receive(self, src: str, msg: Message, now: float) -> list[Effect]:
@@ -96,6 +105,8 @@ class Coordinator:
             return self.reads.timed_out(op)
         if isinstance(op, ForwardOp):
             return self.writes.forward_timed_out(op)
+        if isinstance(op, ListOp):
+            return self.listing.timed_out(op)
         return []
 
     def tick(self, now: float) -> list[Effect]:

@@ -55,6 +55,12 @@ from typing import Any, Protocol
 
 from antientropy.merkle import LEAF_LEVEL
 from antientropy.messages import AeKeys, AeNodes, AePush, AePushReply
+from coordinator.listing_messages import (
+    MAX_SCAN_ENTRIES,
+    ReplicaScan,
+    ReplicaScanReply,
+    outline,
+)
 from coordinator.messages import (
     ForwardReply,
     ForwardWrite,
@@ -73,6 +79,7 @@ from ringkv.core import wire
 from ringkv.core.join_wire import JoinReply, JoinRequest
 from ringkv.core.transfer_wire import RangeBatch, RangeBusy, RangeFetch
 from ringkv.core.wire import Message
+from storage.namespace import COUNTER, KV, SET
 from storage.store import unpack_versions
 from storage.versions import EMPTY_CONTEXT, Context, Sibling, Versions
 
@@ -144,7 +151,8 @@ class Hostile:
             ForwardReply: self._forward_reply, AeNodes: self._ae_nodes, AeKeys: self._ae_keys,
             AePush: self._ae_push, AePushReply: self._ae_push_reply,
             RangeFetch: self._range_fetch, RangeBatch: self._range_batch,
-            RangeBusy: self._range_busy,
+            RangeBusy: self._range_busy, ReplicaScan: self._scan,
+            ReplicaScanReply: self._scan_reply,
         }
 
     # --- what it sends -----------------------------------------------------------------
@@ -457,6 +465,19 @@ class Hostile:
                 raise TypeError(f"no generator for {kind.__name__}.{f.name}: {t}")
         msg: Message = kind(**values)
         return msg
+
+    def _scan(self, members: list[str]) -> Message:
+        rng = self.rng
+        start, end = sorted(self._range())
+        after = (start, b"" if rng.random() < 0.5 else self._key())
+        return ReplicaScan(self._rid(), after, end, rng.choice(("default", "b", "photos")),
+                           rng.choice((KV, COUNTER, SET)), rng.randint(1, MAX_SCAN_ENTRIES))
+
+    def _scan_reply(self, members: list[str]) -> Message:
+        rng = self.rng
+        items = _unique(tuple(self._some_versions() for _ in range(rng.randint(0, 3))))
+        reached = None if rng.random() < 0.5 else (rng.randint(0, MAX_TOKEN), self._key())
+        return ReplicaScanReply(self._rid(), tuple((k, outline(s)) for k, s in items), reached)
 
     def _range_busy(self, members: list[str]) -> Message:
         return RangeBusy(self._rid())

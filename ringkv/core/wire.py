@@ -14,6 +14,7 @@ that knows every type id:
     4-5    joining                     ringkv.core.join_wire
     6-8    gossip (9 spare)            gossip.messages
     10-13  replica puts and gets       coordinator.messages
+    14-15  key listing scans           coordinator.listing_messages
     20-21  forwarded writes            coordinator.messages
     30-33  anti-entropy (to 39)        antientropy.messages
     40-44  range transfers             ringkv.core.transfer_wire
@@ -40,6 +41,7 @@ import msgpack
 from antientropy.messages import MAX_ITEMS as AE_MAX_ITEMS
 from antientropy.messages import MESSAGES as AE_MESSAGES
 from coordinator.effects import Message as AnyMessage
+from coordinator.listing_messages import LISTING_MESSAGES
 from coordinator.messages import DATA_MESSAGES
 from gossip.messages import GOSSIP_MESSAGES
 from ringkv.core.join_wire import JOIN_MESSAGES
@@ -121,7 +123,7 @@ def _packed_tail(frame: bytes, doc: list[Any]) -> bytes:
 # lists (~690 MB). Each is an honest ceiling over what real messages need:
 # - the longest array any `from_fields` accepts is anti-entropy's flattened (index,
 #   hash) pairs, 2 x antientropy MAX_ITEMS (2^17); beats are 4 x MAX_MEMBERS, tokens
-#   MAX_VNODES, a range batch MAX_BATCH_KEYS: all shorter.
+#   MAX_VNODES, a range batch MAX_BATCH_KEYS, a scan reply MAX_SCAN_ENTRIES: all shorter.
 MAX_ARRAY_LEN = 2 * AE_MAX_ITEMS
 # - no message carries a map (records, clocks and batches are arrays).
 MAX_MAP_LEN = 0
@@ -133,8 +135,8 @@ MAX_STR_LEN = 1 << 16
 #   only honest ceiling (a claim longer than the frame itself is refused without
 #   allocating).
 MAX_BIN_LEN = 64 << 20
-# - containers in one message: the largest is a range batch or anti-entropy page of
-#   1,000 records, each 2 arrays plus one a sibling and one a clock entry; at 100
+# - containers in one message: the largest is a range batch, anti-entropy page or scan
+#   reply of 1,000 records, each 2 arrays plus one a sibling and one a clock entry; at 100
 #   siblings and 100 clock entries that is ~200,000. Twice that, rounded up, bounds the
 #   lists of a hostile frame at ~40 MB whatever its nesting. Scalars still cost up to
 #   ~20 times their wire size (a 2-character string: 3 bytes on the wire, ~50 in memory),
@@ -193,5 +195,6 @@ def decode(frame: bytes) -> Message:
 register(*JOIN_MESSAGES)
 register(*GOSSIP_MESSAGES)
 register(*DATA_MESSAGES)
+register(*LISTING_MESSAGES)
 register(*AE_MESSAGES)
 register(*TRANSFER_MESSAGES)

@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 from antientropy.messages import MESSAGES as AE_MESSAGES
 from antientropy.messages import AeKeys, AeNodes, AePush, AePushReply
+from coordinator.listing_messages import LISTING_MESSAGES, ReplicaScan, ReplicaScanReply
 from coordinator.messages import (
     DATA_MESSAGES,
     ForwardReply,
@@ -44,7 +45,7 @@ from coordinator.messages import (
     ReplicaPut,
     ReplicaPutAck,
 )
-from coordinator.requests import QuorumFailed, WriteOk, WriteRequest
+from coordinator.requests import LimitExceeded, QuorumFailed, WriteOk, WriteRequest
 from gossip.membership import UP, Member, valid_node_id
 from gossip.messages import GOSSIP_MESSAGES, Beat, GossipAck, GossipAck2, GossipSyn
 from ringkv.core import wire
@@ -58,6 +59,7 @@ from ringkv.core.transfer_wire import (
 )
 from ringkv.net import handshake
 from ringkv.net.framing import FrameDecoder, encode_frame
+from storage.crdt import CounterAdd, SetEdit
 from storage.record import Record, decode_record, encode_record
 from storage.versions import (
     EMPTY_CONTEXT,
@@ -229,6 +231,17 @@ WIRE_GROUPS: dict[str, tuple[Any, list[Any]]] = {
         ReplicaGetReply(8, None),
         ForwardWrite(9, WriteRequest(b"k", b"v", "text/plain", CTX, 2, 10, 500)),
         ForwardReply(9, WriteOk(CTX2, 2)), ForwardReply(9, QuorumFailed(1, 2, "quorum")),
+        ForwardWrite(10, WriteRequest(b"\x00c\x01bk", None, "", EMPTY_CONTEXT,
+                                      op=CounterAdd(7, "retry-1"))),
+        ForwardWrite(11, WriteRequest(b"\x00s\x01bk", None, "", EMPTY_CONTEXT,
+                                      op=SetEdit((b"a", b"b"), ()))),
+        ForwardReply(10, LimitExceeded("set elements", 10_001, 10_000)),
+    ]),
+    "listing": (LISTING_MESSAGES, [
+        ReplicaScan(1, (0, b""), 2**64 - 1, "b", "kv", 10),
+        ReplicaScan(2, (5, b"key"), 9, "default", "set", 1000),
+        ReplicaScanReply(1, ((b"k", STATE3), (b"k2", STATE)), (5, b"k2")),
+        ReplicaScanReply(2, (), None),
     ]),
     "antientropy": (AE_MESSAGES, [
         AeNodes(1, 0, ((0, 2**64 - 1, ((0, 12345),)),)),

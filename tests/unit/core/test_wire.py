@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coordinator.listing_messages import ReplicaScan, ReplicaScanReply
 from coordinator.messages import (
     ForwardReply,
     ForwardWrite,
@@ -19,7 +20,14 @@ from coordinator.messages import (
     ReplicaPut,
     ReplicaPutAck,
 )
-from coordinator.requests import QuorumFailed, Rejected, TooManySiblings, WriteOk, WriteRequest
+from coordinator.requests import (
+    LimitExceeded,
+    QuorumFailed,
+    Rejected,
+    TooManySiblings,
+    WriteOk,
+    WriteRequest,
+)
 from gossip.membership import COUNTER_LIMIT, MAX_TOKENS, UP, Member
 from gossip.messages import MAX_MEMBERS
 from ringkv.core import wire
@@ -31,6 +39,7 @@ from ringkv.core.transfer_wire import (
     RangeFetch,
     SyncDone,
 )
+from storage.crdt import CounterAdd, SetEdit
 from storage.versions import EMPTY_CONTEXT, update
 
 ACTOR = ("n1", 42, 7)
@@ -58,6 +67,14 @@ MESSAGES = [
     RangeBatch(12, (), None),
     SyncDone(2**64 - 1),
     RangeBusy(13),
+    ReplicaScan(1, (0, b""), 2**64 - 1, "b", "kv", 10),
+    ReplicaScanReply(1, ((b"k", STATE),), (5, b"k")),
+    ReplicaScanReply(2, (), None),
+    ForwardWrite(14, WriteRequest(b"\x00c\x01bk", None, "", EMPTY_CONTEXT,
+                                  op=CounterAdd(-3, "retry-7"))),
+    ForwardWrite(15, WriteRequest(b"\x00s\x01bk", None, "", EMPTY_CONTEXT,
+                                  op=SetEdit((b"apple",), ((b"pear", frozenset({(ACTOR, 1)})),)))),
+    ForwardReply(14, LimitExceeded("set elements", 10_001, 10_000)),
 ]
 
 
@@ -71,7 +88,8 @@ def test_round_trip(msg: wire.Message) -> None:
 def test_type_ids_are_unique_and_stable() -> None:
     ids = {type(m).__name__: type(m).TYPE for m in MESSAGES}
     assert ids == {"JoinRequest": 4, "JoinReply": 5, "ReplicaPut": 10, "ReplicaPutAck": 11,
-                   "ReplicaGet": 12, "ReplicaGetReply": 13, "ForwardWrite": 20,
+                   "ReplicaGet": 12, "ReplicaGetReply": 13, "ReplicaScan": 14,
+                   "ReplicaScanReply": 15, "ForwardWrite": 20,
                    "ForwardReply": 21, "RangeFetch": 40, "RangeBatch": 41, "SyncDone": 42,
                    "RangeBusy": 43}
     registered = {cls.__name__: type_id for type_id, cls in wire._TYPES.items()}
@@ -111,8 +129,8 @@ def test_join_and_data_path_bytes_are_pinned() -> None:
 
 
 def test_every_message_type_is_in_the_one_table() -> None:
-    assert sorted(wire._TYPES) == [4, 5, 6, 7, 8, 10, 11, 12, 13, 20, 21, 30, 31, 32, 33,
-                                   40, 41, 42, 43, 44]
+    assert sorted(wire._TYPES) == [4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 20, 21, 30, 31,
+                                   32, 33, 40, 41, 42, 43, 44]
     for type_id, cls in wire._TYPES.items():
         assert type_id == cls.TYPE and callable(cls.from_fields) and callable(cls.to_fields)
     with pytest.raises(ValueError, match="already taken"):
