@@ -28,17 +28,23 @@ Invariants
 * A failed handshake or a framing violation is reported once (``*_failed``) and aborts the
   connection; ``connection_lost`` always follows, reported as ``*_lost``.
 * ``OutboundConnection.failure`` says why we closed it ourselves, if we did.
+* With TLS (``ringkv.net.tls``) the peer's certificate must name a node, and the id it
+  claims in the handshake must be that node: a mismatch fails the handshake. An
+  inbound TLS handshake that fails or does not finish within ``handshake_timeout`` is
+  reported like any failed handshake, with its reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from ringkv.net.framing import HANDSHAKE_MAX_FRAME, FrameDecoder
 from ringkv.net.handshake import (
+    AUTH,
     AWAIT_ACCEPT,
     VIOLATION,
     Accepted,
@@ -46,6 +52,7 @@ from ringkv.net.handshake import (
     Failed,
     ListenerHandshake,
 )
+from ringkv.net.tls import node_identity
 
 __all__ = [
     "Connection",
@@ -54,6 +61,14 @@ __all__ = [
     "OutboundConnection",
     "OutboundOwner",
 ]
+
+
+def _tls_reason(exc: Exception) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or exc.__class__.__name__
+    if isinstance(exc, TimeoutError):
+        return "no TLS handshake in time"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class InboundOwner(Protocol):
@@ -187,7 +202,8 @@ class Connection(asyncio.Protocol):
 class InboundConnection(Connection):
     """An accepted connection: challenge, verify the Hello, then only receive."""
 
-    __slots__ = ("peer_id", "_owner", "_hs", "_timeout", "_max_frame", "_on_message", "_decoder")
+    __slots__ = ("peer_id", "cert_id", "_owner", "_hs", "_timeout", "_max_frame",
+                 "_on_message", "_decoder", "_tls", "_tls_obj", "_tls_in", "_tls_out")
 
     def __init__(
         self,
@@ -197,26 +213,96 @@ class InboundConnection(Connection):
         *,
         max_frame: int,
         handshake_timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__()
         self.peer_id: str | None = None  # set once the handshake accepted the peer
+        self.cert_id: str | None = None  # the node its TLS certificate names
         self._owner = owner
         self._hs = handshake
         self._on_message = on_message
         self._max_frame = max_frame
         self._timeout = handshake_timeout
         self._decoder: FrameDecoder | None = None  # the data phase's, after the handshake
+        self._tls = tls
+        self._tls_obj: ssl.SSLObject | None = None
+        self._tls_in: ssl.MemoryBIO | None = None
+        self._tls_out: ssl.MemoryBIO | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport)
         if not self._owner.inbound_opened(self):
             self.abort()
             return
+        # One deadline for TLS and the ringkv handshake together.
         self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expired)
+        if self._tls is not None:
+            # TLS is run here over memory buffers rather than by the listener, so that a
+            # refused handshake (plaintext, another CA, an expired certificate) is
+            # reported with its reason, where a TLS listener drops it without a word,
+            # and alike on asyncio's loop and uvloop.
+            self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self._tls_obj = self._tls.wrap_bio(self._tls_in, self._tls_out, server_side=True)
+            return
         self.write(self._hs.opening())
+
+    def write(self, data: bytes) -> None:
+        if self._tls_obj is None:
+            super().write(data)
+        elif not self._closing:
+            self._tls_obj.write(data)
+            self._tls_flush()
+
+    def _tls_flush(self) -> None:
+        if self._tls_out is not None and self._tr is not None and not self._closing:
+            pending = self._tls_out.read()
+            if pending:
+                self._tr.write(pending)
+
+    def _tls_receive(self, data: bytes) -> bytes:
+        """The plaintext in `data` (TLS records); b"" while the TLS handshake runs."""
+        obj, incoming = self._tls_obj, self._tls_in
+        assert obj is not None and incoming is not None
+        incoming.write(data)
+        if self.cert_id is None:
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                self._tls_flush()
+                return b""
+            except ssl.SSLError as exc:
+                self._tls_flush()  # the alert that tells the peer why
+                self._fail(Failed(AUTH, f"TLS handshake failed: {_tls_reason(exc)}"))
+                return b""
+            self._tls_flush()
+            self.cert_id = node_identity(obj)
+            if self.cert_id is None:
+                self._fail(Failed(AUTH, "TLS certificate names no ringkv node"))
+                return b""
+            self.write(self._hs.opening())
+        chunks = []
+        while not self._closing:
+            try:
+                chunk = obj.read(1 << 16)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # the peer's close_notify
+                self.close()
+                break
+            except ssl.SSLError as exc:
+                self._fail(Failed(VIOLATION, f"TLS: {_tls_reason(exc)}"))
+                return b""
+            if not chunk:
+                break
+            chunks.append(chunk)
+        self._tls_flush()
+        return b"".join(chunks)
 
     def _expired(self) -> None:
         self._timer = None
+        if self._tls_obj is not None and self.cert_id is None and not self._closing:
+            self._fail(Failed(AUTH, "no TLS handshake in time (a plaintext peer?)"))
+            return
         failure = self._hs.expire()
         if failure is not None and not self._closing:
             self._fail(failure)
@@ -225,6 +311,10 @@ class InboundConnection(Connection):
         if self._closing:
             return
         try:
+            if self._tls_obj is not None:
+                data = self._tls_receive(data)
+                if not data or self._closing:
+                    return
             if self._decoder is not None:
                 self._deliver(data)
             else:
@@ -240,7 +330,11 @@ class InboundConnection(Connection):
 
     def _handshake(self, data: bytes) -> None:
         result = self._hs.receive(data)
-        if isinstance(result, Accepted):
+        if isinstance(result, Accepted) and self._tls is not None \
+                and result.peer_id != self.cert_id:
+            self._fail(Failed(AUTH, f"peer claims to be {result.peer_id!r} but its"
+                              f" certificate names {self.cert_id!r}"))
+        elif isinstance(result, Accepted):
             self.write(result.send)
             self._cancel_timer()
             self.peer_id = result.peer_id
@@ -286,12 +380,14 @@ class InboundConnection(Connection):
 class OutboundConnection(Connection):
     """This node's connection to the peer named ``name``: handshake, then only send."""
 
-    __slots__ = ("name", "failure", "_owner", "_hs", "_high_water", "_decoder")
+    __slots__ = ("name", "failure", "_owner", "_hs", "_high_water", "_decoder", "_tls")
 
     def __init__(
-        self, owner: OutboundOwner, name: str, handshake: DialerHandshake, *, high_water: int
+        self, owner: OutboundOwner, name: str, handshake: DialerHandshake, *, high_water: int,
+        tls: bool = False,
     ) -> None:
         super().__init__()
+        self._tls = tls  # dialed over TLS: the listener's id must be its certificate's
         self.name = name  # the owner's key for the peer, not necessarily its node id
         self.failure: str | None = None  # why we closed it ourselves, for the log
         self._owner = owner
@@ -336,7 +432,12 @@ class OutboundConnection(Connection):
 
     def _handshake(self, data: bytes) -> None:
         result = self._hs.receive(data)
-        if isinstance(result, Accepted):
+        cert_id = (node_identity(self._tr.get_extra_info("ssl_object"))
+                   if self._tls and self._tr is not None else None)
+        if isinstance(result, Accepted) and self._tls and result.peer_id != cert_id:
+            self._fail(Failed(AUTH, f"listener claims to be {result.peer_id!r} but its"
+                              f" certificate names {cert_id!r}"))
+        elif isinstance(result, Accepted):
             self.write(result.send)
             self._decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
             self._owner.outbound_ready(self)

@@ -49,6 +49,7 @@ from ringkv.net.connection import Connection, OutboundConnection
 from ringkv.net.framing import pack_len
 from ringkv.net.handshake import AUTH, MISMATCH, DialerHandshake, Failed
 from ringkv.net.stats import RateLimitedLog, TransportStats
+from ringkv.net.tls import TlsContexts
 
 __all__ = ["BACKOFF", "CONNECTING", "IDLE", "READY", "Peer", "PeerContext", "PeerOwner"]
 
@@ -87,6 +88,7 @@ class PeerContext:
     max_queue_bytes: int
     backoff_min: float
     backoff_max: float
+    tls: TlsContexts | None
     stats: TransportStats
     log: logging.Logger | logging.LoggerAdapter[Any]
     rlog: RateLimitedLog
@@ -244,13 +246,19 @@ class Peer:
 
         def factory() -> OutboundConnection:
             hs = DialerHandshake(ctx.node_id, ctx.secret, ctx.valid_peer_id, self.expect_id)
-            conn = OutboundConnection(self, self.name, hs, high_water=ctx.high_water)
+            conn = OutboundConnection(self, self.name, hs, high_water=ctx.high_water,
+                                      tls=ctx.tls is not None)
             if self.epoch == epoch and self.state == CONNECTING:
                 self.conn = conn
             return conn
 
         try:
-            await ctx.owner.loop().create_connection(factory, self.host, self.port)
+            if ctx.tls is None:
+                await ctx.owner.loop().create_connection(factory, self.host, self.port)
+            else:
+                await ctx.owner.loop().create_connection(
+                    factory, self.host, self.port, ssl=ctx.tls.client,
+                    ssl_handshake_timeout=ctx.connect_timeout)
         except Exception as exc:  # refused, unreachable, DNS, ...
             if self.epoch == epoch and self.state == CONNECTING:
                 self._connect_failed(f"{type(exc).__name__}: {exc}")

@@ -13,7 +13,8 @@ after the handshake the accepting side never writes to them. Replies therefore t
 the replier's own outbound connection.
 
 Layout (each module imports only those before it): ``framing`` (the frame format and its
-limits), ``handshake`` (the Challenge / Hello / Accept state machines, pure),
+limits), ``handshake`` (the Challenge / Hello / Accept state machines, pure), ``tls``
+(the mutual-TLS contexts and the node id a certificate names),
 ``connection`` (the asyncio protocols that drive them), ``stats`` (counters, rate-limited
 warnings), ``peer`` (one peer's outbound side: its connection, queue and backoff) and this
 module, the :class:`Transport` that owns the listener, the accepted connections and the
@@ -49,8 +50,12 @@ Invariants
 * Accepted connections that have not completed the handshake within ``handshake_timeout``
   are closed; outbound ones within ``connect_timeout`` (TCP connect plus handshake).
 
-Not provided: confidentiality, per-frame integrity after the handshake, or protection from
-an active man in the middle; the secret keeps out nodes that do not know it.
+With ``tls`` (``ringkv.net.tls``) every connection is mutual TLS: confidentiality and
+integrity for every frame, a peer certificate signed by the cluster CA required in both
+directions, and the node id each side claims bound to the one its certificate names; a
+plaintext peer is refused. Without it: no confidentiality, no per-frame integrity after
+the handshake, no protection from an active man in the middle; the secret keeps out
+nodes that do not know it.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from ringkv.net.framing import MAX_FRAME_LIMIT
 from ringkv.net.handshake import AUTH, TIMEOUT, Failed, ListenerHandshake
 from ringkv.net.peer import READY, Peer, PeerContext
 from ringkv.net.stats import RateLimitedLog, TransportStats
+from ringkv.net.tls import TlsContexts
 
 __all__ = ["Transport", "TransportStats"]
 
@@ -89,6 +95,7 @@ class Transport:
         max_queue_bytes: int = 16 * 1024 * 1024,
         backoff_min: float = 0.05,
         backoff_max: float = 1.0,
+        tls: TlsContexts | None = None,
     ) -> None:
         if type(node_id) is not str or not valid_peer_id(node_id):
             raise ValueError(f"invalid node id {node_id!r}")
@@ -106,6 +113,7 @@ class Transport:
         self._secret = secret
         self._max_frame = max_frame
         self._handshake_timeout = handshake_timeout
+        self.tls = tls  # mutual TLS (ringkv.net.tls); its contexts may be swapped (reload)
         self._log = logger if logger is not None else logging.getLogger(__name__)
         self._rlog = RateLimitedLog(self._log, _LOG_INTERVAL)
         self.stats = TransportStats()
@@ -120,6 +128,7 @@ class Transport:
             max_queue_bytes=max_queue_bytes,
             backoff_min=backoff_min,
             backoff_max=backoff_max,
+            tls=tls,
             stats=self.stats,
             log=self._log,
             rlog=self._rlog,
@@ -325,6 +334,7 @@ class Transport:
             self._on_message,
             max_frame=self._max_frame,
             handshake_timeout=self._handshake_timeout,
+            tls=self.tls.server if self.tls is not None else None,
         )
 
     def inbound_opened(self, conn: InboundConnection) -> bool:
