@@ -7,6 +7,9 @@ token is `403`. With no token configured only a client whose connection comes fr
 loopback address (127.0.0.0/8, ``::1``, or either mapped into IPv6) is answered; any
 other gets `403`.
 
+With client tokens configured (`ringkv.server.access`) the admin endpoints need a token
+whose role is `admin`, the contract's admin token among them; this guard defers to it.
+
 Invariants: the token is compared in constant time on bytes and never appears in a
 response or a log line. The client's address is the peer of the TCP connection itself:
 no header (``X-Forwarded-For``, ``Forwarded``) is trusted, since any client can send one.
@@ -19,8 +22,12 @@ import functools
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from ringkv.server.access import Access
 
 __all__ = ["AdminGuard", "is_loopback_peer"]
 
@@ -54,13 +61,16 @@ def _token_bytes(text: str) -> bytes:
 class AdminGuard:
     """Checks one request against the node's admin policy; `protect` wraps a handler."""
 
-    __slots__ = ("_token",)
+    __slots__ = ("_token", "_access")
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, access: Access | None = None) -> None:
         self._token = _token_bytes(token) if token else None
+        self._access = access
 
     def refusal(self, request: web.Request) -> web.Response | None:
         """The answer that refuses `request`, or None when it may proceed."""
+        if self._access is not None and self._access.enabled:
+            return self._access.refusal(request)  # client tokens: an admin token's role
         if self._token is None:
             if is_loopback_peer(request):
                 return None
