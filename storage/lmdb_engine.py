@@ -24,6 +24,17 @@ own write transaction; the owning thread only uses short read transactions (one 
 opens the environment with MDB_NOTLS, so read transactions are not bound to threads.
 ``close`` must not race a ``commit``.
 
+Hot copies: ``copy_to`` writes a compacted copy of the environment (LMDB's
+``mdb_env_copy2``), which is a snapshot of ONE read transaction: every batch committed
+before it began, none after, whatever commits meanwhile. It may run in any thread while
+the owning thread and the committer carry on (LMDB releases the GIL and the copy's read
+transaction blocks no writer), but not across ``close`` (its caller waits for it first).
+A copy reads the mapped file, so the map must not move under it: ``grow`` refuses
+(returns False, the batch fails as if the map were full) while a copy runs, and a copy
+refuses (``CopyRefusedError``) to start while ``grow`` remaps. Each side announces
+itself before it looks at the other (a set of running copies, a ``_remapping`` flag,
+each a single store under the GIL), so the two can never both go ahead.
+
 Long keys: LMDB (as built into py-lmdb) caps keys at 511 bytes, but data keys are up
 to 8 + 1024 bytes and hint keys longer still. A key longer than ``inline`` bytes (480
 by default, recorded in ``__ringkv__`` when the environment is created) is stored
@@ -44,9 +55,16 @@ from typing import Final
 
 import lmdb
 
-from storage.engine import TABLES, Batch, OverlayEngine, StorageFullError, Table
+from storage.engine import (
+    TABLES,
+    Batch,
+    EngineClosedError,
+    OverlayEngine,
+    StorageFullError,
+    Table,
+)
 
-__all__ = ["DEFAULT_INLINE_KEY_MAX", "DEFAULT_MAP_SIZE", "LmdbEngine"]
+__all__ = ["DEFAULT_INLINE_KEY_MAX", "DEFAULT_MAP_SIZE", "CopyRefusedError", "LmdbEngine"]
 
 DEFAULT_INLINE_KEY_MAX: Final = 480
 # Address space, not disk: 16 GiB costs nothing on a 64-bit system, and `--map-size`
@@ -57,6 +75,10 @@ _FORMAT_DB: Final = b"__ringkv__"
 _FORMAT_VERSION: Final = b"1"
 # Items read per short read transaction during a scan.
 _SCAN_CHUNK: Final = 512
+
+
+class CopyRefusedError(RuntimeError):
+    """A hot copy could not start: the map is being resized this moment (try again)."""
 
 
 class LmdbEngine(OverlayEngine):
@@ -81,6 +103,9 @@ class LmdbEngine(OverlayEngine):
         super().__init__()
         os.makedirs(path, exist_ok=True)
         self.path = path
+        # Hot copies running (any thread) and a remap in progress: see module docstring.
+        self._copies: set[object] = set()
+        self._remapping = False
         self.sync = sync
         self.max_map_size = map_size
         start = map_size if initial_map_size is None else min(initial_map_size, map_size)
@@ -242,12 +267,49 @@ class LmdbEngine(OverlayEngine):
             raise
 
     def grow(self) -> bool:
-        """Double the map, up to ``map_size``; False when it is already that large."""
+        """Double the map, up to ``map_size``; False when it is already that large, or
+        while a hot copy (``copy_to``) reads the map."""
         size: int = self._env.info()["map_size"]
         if size >= self.max_map_size:
             return False
-        self._env.set_mapsize(min(self.max_map_size, size * 2))
+        self._remapping = True  # announced before looking at the copies
+        try:
+            if self._copies:
+                return False
+            self._env.set_mapsize(min(self.max_map_size, size * 2))
+        finally:
+            self._remapping = False
         return True
+
+    def space(self) -> tuple[int, int]:
+        """(bytes of the map in use, the most it may grow to: ``map_size``)."""
+        info = self._env.info()
+        page = self._env.stat()["psize"]
+        return (info["last_pgno"] + 1) * page, self.max_map_size
+
+    def copy_to(self, path: str) -> list[str]:
+        """Write a consistent, compacted copy of the environment into directory ``path``.
+
+        ``path`` is created if missing and must not hold a ``data.mdb``. The copy is
+        one read transaction's snapshot (see module docstring); staged and sealed
+        batches not yet committed are not in it. Any thread, concurrently with the
+        owning thread and a commit, never across ``close``. Returns the names of the
+        files written, relative to ``path``.
+        """
+        if self._closed:
+            raise EngineClosedError("engine is closed")
+        os.makedirs(path, exist_ok=True)
+        if os.path.lexists(os.path.join(path, "data.mdb")):
+            raise FileExistsError(errno.EEXIST, "a copy is already there", path)
+        token = object()
+        self._copies.add(token)  # announced before looking at the remap flag
+        try:
+            if self._remapping:
+                raise CopyRefusedError("the database map is being resized; try again")
+            self._env.copy(path, compact=True)
+        finally:
+            self._copies.discard(token)
+        return ["data.mdb"]
 
     def _close_durable(self) -> None:
         self._env.close()

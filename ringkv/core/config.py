@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from gossip.membership import NODE_ID_RE
 from pbs.distributions import LatencySpecError, parse_legs
 from ring.allocation import MAX_VNODES
+from storage.limits import MAX_RECORD_BYTES
 
 __all__ = [
     "ConfigError",
@@ -47,6 +48,8 @@ ENV_PREFIX = "RINGKV_"
 STORAGE_ENGINES = ("lmdb", "memory")
 SYNC_MODES = ("group", "none")
 CONFLICT_MODES = ("dvv", "lww")
+HTTP_TLS_MODES = ("off", "on", "mutual")
+MIN_MAX_MEMORY = 2 * MAX_RECORD_BYTES
 MAX_SIBLINGS = 10000  # the highest --max-siblings: beyond it one key's writes crawl
 MIN_MAP_SIZE = 1 << 20  # the smallest --map-size: room for the node's own metadata
 MAX_MAP_SIZE = 1 << 46  # the largest --map-size: 64 TiB, within 64-bit address space
@@ -166,6 +169,21 @@ class NodeConfig:
     http_body_timeout: float = 30.0
     # Seconds an idle keep-alive connection stays open: above common proxies' 60 s.
     http_keepalive_timeout: float = 75.0
+    # Mutual TLS between nodes (`ringkv.net.tls`): the cluster CA and this node's
+    # certificate and key (`ringkv certs`). All three or none; with them a node refuses
+    # plaintext peers, and a peer's claimed id must be its certificate's.
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # TLS on the client HTTP port too, with the same certificate: "off", "on", or
+    # "mutual" (clients must present a certificate of the cluster CA). Separate from
+    # internode TLS, as Cassandra keeps client and internode encryption apart.
+    http_tls: str = "off"
+    # Client tokens with roles (`ringkv.server.access`): a file of `token role
+    # [bucket,...]` lines. None: no client authentication (the contract's default).
+    tokens_file: str | None = None
+    # The memory engine's bound in bytes, LRU eviction past it (a cache); 0: none.
+    max_memory: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, list):
@@ -248,6 +266,12 @@ SETTING_KINDS: dict[str, str] = {
     "http_header_timeout": "float",
     "http_body_timeout": "float",
     "http_keepalive_timeout": "float",
+    "tls_ca": "optstr",
+    "tls_cert": "optstr",
+    "tls_key": "optstr",
+    "http_tls": "choice",
+    "tokens_file": "optstr",
+    "max_memory": "int",
 }
 assert set(SETTING_KINDS) == {f.name for f in fields(NodeConfig)}, "keep in step with NodeConfig"
 
@@ -256,6 +280,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "sync": SYNC_MODES,
     "log_level": LOG_LEVELS,
     "conflict": CONFLICT_MODES,
+    "http_tls": HTTP_TLS_MODES,
 }
 
 
@@ -412,6 +437,12 @@ def check_settings(values: Mapping[str, Any], labels: Mapping[str, str]) -> None
         other = "rpc_port" if name == "http_port" else "http_port"
         fail(name, f"must differ from the {other.replace('_', ' ')} ({values[other]})")
     _check_inject_latency(values, fail)
+    _check_tls(values, fail)
+    if values["max_memory"] and not values["max_memory"] >= MIN_MAX_MEMORY:
+        fail("max_memory", f"must be 0 (no bound) or at least {MIN_MAX_MEMORY} bytes (twice"
+             f" the largest record), got {values['max_memory']}")
+    if values["max_memory"] and values["storage"] != "memory":
+        fail("max_memory", "bounds the memory engine only: give --storage memory too")
     _check_internode_auth(values)
     if "node_id" not in values:
         raise ConfigError(
@@ -432,10 +463,22 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
+def _check_tls(values: Mapping[str, Any], fail: Callable[[str, str], NoReturn]) -> None:
+    """TLS takes the CA, the certificate and the key together; HTTPS needs them."""
+    given = [name for name in ("tls_ca", "tls_cert", "tls_key") if values.get(name)]
+    if given and len(given) < 3:
+        missing = [n for n in ("tls_ca", "tls_cert", "tls_key") if n not in given][0]
+        fail(missing, "TLS needs --tls-ca, --tls-cert and --tls-key together")
+    if values.get("http_tls", "off") != "off" and not given:
+        fail("http_tls", "HTTPS needs a certificate: give --tls-ca, --tls-cert and --tls-key")
+
+
 def _check_internode_auth(values: Mapping[str, Any]) -> None:
-    """Binding beyond loopback needs a cluster secret, or the explicit --insecure."""
+    """Binding beyond loopback needs internode authentication (a cluster secret or
+    mutual TLS), or the explicit --insecure."""
     host = values.get("host", "127.0.0.1")
-    if values.get("cluster_secret") or values.get("insecure") or is_loopback(host):
+    if (values.get("cluster_secret") or values.get("tls_cert") or values.get("insecure")
+            or is_loopback(host)):
         return
     # Named as the contract names it, whatever source left it unset.
     raise ConfigError(

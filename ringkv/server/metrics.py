@@ -13,6 +13,7 @@ names the fixed places where the node contains failures.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gossip.membership import LEFT
+from storage.memory import MemoryEngine
 
 if TYPE_CHECKING:
     from ringkv.server.runtime import NodeRuntime
@@ -114,6 +116,35 @@ class _NodeCollector:
         refused.add_metric(["head_timeout"], edge.head_timeouts)
         refused.add_metric(["head_too_large"], edge.heads_too_large)
         yield refused
+        yield from _storage_metrics(self.runtime)
+
+
+def _storage_metrics(runtime: NodeRuntime) -> Iterator[Metric]:
+    """How full the store is: what "disk or map nearly full" alerts watch."""
+    engine = runtime.engine
+    used = limit = None
+    if isinstance(engine, MemoryEngine):
+        used, limit = engine.memory_used, engine.max_memory
+        yield CounterMetricFamily("ringkv_storage_evictions",
+                                  "Records the memory engine evicted to stay under its bound",
+                                  value=engine.evictions)
+    elif hasattr(engine, "space"):
+        used, limit = engine.space()
+        try:
+            free = shutil.disk_usage(runtime.config.data_path).free
+        except OSError:
+            free = None
+        if free is not None:
+            yield GaugeMetricFamily("ringkv_data_dir_free_bytes",
+                                    "Free bytes on the file system of the data directory",
+                                    value=free)
+    if used is not None:
+        yield GaugeMetricFamily("ringkv_storage_used_bytes",
+                                "Bytes the store holds (LMDB: map pages in use)", value=used)
+    if limit:
+        yield GaugeMetricFamily("ringkv_storage_limit_bytes",
+                                "Most the store may hold (--map-size, or --max-memory)",
+                                value=limit)
 
 
 class Metrics:

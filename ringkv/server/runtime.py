@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
@@ -33,7 +34,14 @@ from aiohttp import web
 
 from coordinator.effects import Effect, Reply, Send, SetTimer
 from coordinator.effects import Message as AnyMessage
-from coordinator.requests import ClientRequest, ClientResponse, QuorumFailed, WriteRequest
+from coordinator.requests import (
+    ClientRequest,
+    ClientResponse,
+    QuorumFailed,
+    ReadOk,
+    ReadRequest,
+    WriteRequest,
+)
 from gossip.membership import valid_node_id
 from ringkv.core import wire
 from ringkv.core.addresses import seed_destination, seed_hostport, split_hostport
@@ -41,10 +49,14 @@ from ringkv.core.config import NodeConfig
 from ringkv.core.gate import DurabilityGate
 from ringkv.core.latency import LatencyInjector
 from ringkv.core.node import Node
+from ringkv.net.tls import TlsContexts, TlsFiles
 from ringkv.net.transport import Transport
+from ringkv.server.access import Access
 from ringkv.server.http_edge import EdgeLimits, EdgeRunner, EdgeStats
+from storage.crdt import props_table
 from storage.engine import Batch, Engine, StorageFullError
 from storage.memory import MemoryEngine
+from storage.namespace import PROPS_KEY
 from storage.versions import MAX_CONTEXT_CHARS
 
 log = logging.getLogger("ringkv")
@@ -68,17 +80,40 @@ STOP_GRACE = 2.0
 # closing, so the client reads the refusal rather than a reset; aiohttp's 10 s would let
 # a client that refused to send its body hold the connection that much longer.
 LINGER = 2.0
+# Seconds between reads of the bucket properties: how long a change made through
+# another node may take to apply here (contract 7: "within seconds").
+BUCKET_REFRESH = 2.0
+BUCKET_READ_TIMEOUT_MS = 2000
 FAULT_LOG_EVERY = 10.0  # seconds between logged tracebacks of failures at one place
 
 
 def open_engine(config: NodeConfig) -> Engine:
     if config.storage == "memory":
-        return MemoryEngine()
+        return MemoryEngine(max_memory=config.max_memory or None)
     from storage.lmdb_engine import LmdbEngine
 
     os.makedirs(config.data_path, exist_ok=True)
     return LmdbEngine(os.path.join(config.data_path, "lmdb"), sync=config.sync == "group",
                       map_size=config.map_size)
+
+
+def _tls_contexts(config: NodeConfig) -> TlsContexts | None:
+    if not (config.tls_ca and config.tls_cert and config.tls_key):
+        return None
+    return TlsContexts(TlsFiles(config.tls_ca, config.tls_cert, config.tls_key))
+
+
+def _http_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """HTTPS for clients (`--http-tls on|mutual`), with the node's own certificate."""
+    if config.http_tls == "off" or not (config.tls_cert and config.tls_key):
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.http_tls == "mutual" and config.tls_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=config.tls_ca)
+    return ctx
 
 
 class NodeRuntime:
@@ -89,8 +124,11 @@ class NodeRuntime:
         self.node = Node(config, self.engine, time.time(), random.Random(os.urandom(16)),
                          on_fault=self._fault)
         secret = config.cluster_secret.encode() if config.cluster_secret else None
+        self.access = Access(config.admin_token, config.tokens_file)
+        self.tls = _tls_contexts(config)
+        self.http_ssl = _http_ssl_context(config)
         self.transport = Transport(config.node_id, self._on_frame, valid_peer_id=valid_node_id,
-                                   secret=secret, logger=log)
+                                   secret=secret, logger=log, tls=self.tls)
         self._clients: dict[int, asyncio.Future[ClientResponse]] = {}
         self._quorums: dict[int, int] = {}  # the quorum each waiting client asked for
         self._next_client = 0
@@ -99,6 +137,7 @@ class NodeRuntime:
         self._sync_commits = config.storage != "memory" and config.sync == "group"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._ticker: asyncio.Task[None] | None = None
+        self._bucket_reader: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -137,9 +176,10 @@ class NodeRuntime:
                                   max_field_size=MAX_HEADER_FIELD)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.http_port,
-                           reuse_address=True)
+                           reuse_address=True, ssl_context=self.http_ssl)
         await site.start()
         self._ticker = asyncio.create_task(self._tick_loop())
+        self._bucket_reader = asyncio.create_task(self._bucket_loop())
         if self.injector is not None:
             log.warning("EXPERIMENTAL: latency injection is ON (%s): every replica message "
                         "is delayed on purpose. Never run this node in production.",
@@ -156,10 +196,11 @@ class NodeRuntime:
         # (the write may exist, as after any 503), not after their timeouts.
         for client_id in list(self._clients):
             self._unanswered(client_id, "node is stopping")
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._bucket_reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._runner is not None:
             await self._runner.cleanup()
         await self._flush()
@@ -181,6 +222,36 @@ class NodeRuntime:
                 self._redial_down_peers(now)
             except Exception as exc:
                 self._fault("redial", exc)
+
+    def reload(self) -> None:
+        """Reload the certificates, key, CA and tokens file (SIGHUP) without a restart:
+        connections made from now on use them, open ones keep theirs; the next request
+        is checked against the new tokens. Raises (leaving the old ones in place) when
+        a file is missing or does not parse."""
+        config = self.config
+        if self.tls is not None:
+            self.tls.reload()
+        if self.http_ssl is not None and config.tls_cert and config.tls_key:
+            # aiohttp's listener keeps this context object: load into it. (A rotated CA
+            # for client certificates is added to the old one, not swapped for it.)
+            self.http_ssl.load_cert_chain(config.tls_cert, config.tls_key)
+            if config.http_tls == "mutual" and config.tls_ca:
+                self.http_ssl.load_verify_locations(cafile=config.tls_ca)
+        self.access.reload()
+        log.info("node %s reloaded its certificates and tokens", config.node_id)
+
+    async def _bucket_loop(self) -> None:
+        """Re-read every bucket's properties from the cluster every `BUCKET_REFRESH` s
+        (`ringkv.core.buckets`): a quorum read of the one key that holds them."""
+        while True:
+            await asyncio.sleep(BUCKET_REFRESH)
+            try:
+                resp = await self.request(ReadRequest(PROPS_KEY, None, BUCKET_READ_TIMEOUT_MS))
+                if isinstance(resp, ReadOk):
+                    self.node.learn_buckets(props_table(resp.siblings))
+                    self._run([])  # a changed table is staged in the meta table: commit it
+            except Exception as exc:
+                self._fault("buckets", exc)
 
     def _fault(self, where: str, exc: Exception) -> None:
         """Log a contained failure: its traceback at most once per `FAULT_LOG_EVERY`

@@ -2,7 +2,8 @@
 
 Job: put the pieces of a node together (the runtime, and the HTTP API it serves) on
 uvloop, and stop them cleanly on a signal: stopping is not leaving, so nothing is
-handed over; everything staged is committed before the process ends.
+handed over; everything staged is committed before the process ends. SIGHUP reloads the
+node's certificates and tokens file in place (`NodeRuntime.reload`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ from ringkv.server.runtime import NodeRuntime
 log = logging.getLogger("ringkv")
 
 
+def _reload(runtime: NodeRuntime) -> None:
+    try:
+        runtime.reload()
+    except (OSError, ValueError) as exc:  # a bad file: the old ones stay in use
+        log.error("reload failed, keeping the certificates and tokens in use: %s", exc)
+
+
 async def _serve(config: NodeConfig) -> int:
-    runtime = NodeRuntime(config)
+    try:
+        runtime = NodeRuntime(config)
+    except (OSError, ValueError) as exc:  # a certificate or tokens file that will not load
+        log.error("cannot start node %s: %s", config.node_id, exc)
+        return 2
     try:
         await runtime.start(make_app(runtime))
     except OSError as exc:
@@ -31,6 +43,7 @@ async def _serve(config: NodeConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, runtime)
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Stopping already: a second signal must not cut the clean stop short (once the

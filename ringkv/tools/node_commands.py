@@ -65,6 +65,16 @@ _SERVE_OPTIONS: list[tuple[str, str, str]] = [
     ("http_header_timeout", "SECONDS", "Time a client has to send a request head. [10]"),
     ("http_body_timeout", "SECONDS", "Time a client has to send a request body. [30]"),
     ("http_keepalive_timeout", "SECONDS", "Idle keep-alive connections close after it. [75]"),
+    ("tls_ca", "FILE", "Cluster CA certificate: with --tls-cert and --tls-key, mutual TLS"
+     " between nodes (plaintext peers refused). [none]"),
+    ("tls_cert", "FILE", "This node's certificate (`ringkv certs issue`). [none]"),
+    ("tls_key", "FILE", "This node's private key. [none]"),
+    ("http_tls", "off|on|mutual", "HTTPS on the client port with the same certificate;"
+     " mutual also requires client certificates. [off]"),
+    ("tokens_file", "FILE", "Client tokens with roles, one `token role [bucket,...]` per"
+     " line; reloaded on SIGHUP. [none: no client authentication]"),
+    ("max_memory", "BYTES", "Memory engine only: evict least recently used keys past it."
+     " [0: no bound]"),
 ]
 
 

@@ -128,6 +128,10 @@ def test_a_request_no_one_answers_gets_a_503_after_its_deadline() -> None:
     async def go() -> None:
         async with live_node() as runtime:
             runtime.node.client_request = _never_answer  # type: ignore[method-assign]
+            # The runtime's own periodic read of the bucket properties would be lost
+            # too and is no client's request: stop it, so only the HTTP requests count.
+            assert runtime._bucket_reader is not None
+            runtime._bucket_reader.cancel()
             timeout = aiohttp.ClientTimeout(total=BOUND)
             async with aiohttp.ClientSession(timeout=timeout) as http:
                 url = f"{base_url(runtime)}/kv/k?timeout=100"
@@ -145,6 +149,10 @@ def test_stopping_answers_the_requests_still_waiting() -> None:
     async def go() -> None:
         async with live_node() as runtime:
             runtime.node.client_request = _never_answer  # type: ignore[method-assign]
+            # The runtime's own periodic read of the bucket properties would be lost
+            # too and is no client's request: stop it, so only the HTTP requests count.
+            assert runtime._bucket_reader is not None
+            runtime._bucket_reader.cancel()
             timeout = aiohttp.ClientTimeout(total=BOUND)
             async with aiohttp.ClientSession(timeout=timeout) as http:
                 url = f"{base_url(runtime)}/kv/k?timeout=600000"
