@@ -144,12 +144,25 @@ def _report(console: Console, doc: dict[str, Any]) -> None:
                   f"trials per point {doc['trials']}, failed {doc['failed']}")
 
 
-def _plot(docs: list[dict[str, Any]], out: str, title: str | None) -> None:
-    import matplotlib
+PLOTS_MISSING = "drawing plots needs matplotlib: pip install 'ringkv[plots]'"
 
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, imported here and only here:
+    matplotlib is the optional extra `plots`, so every other command (and a node's
+    image, which has no matplotlib) starts without it."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise click.ClickException(PLOTS_MISSING) from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plot(docs: list[dict[str, Any]], out: str, title: str | None) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, doc in enumerate(docs):
         colour = f"C{i}"
@@ -214,6 +227,8 @@ def staleness(sim_mode: bool, live_mode: bool, nodes: tuple[str, ...], n: int, r
         raise click.UsageError("give exactly one of --sim and --live")
     if not ts:
         raise click.UsageError("--t needs at least one value")
+    if plot_path:
+        _pyplot()  # missing matplotlib fails now, not after every trial has run
     began = time.perf_counter()
     extra: dict[str, Any] = {}
     total = trials * (len(ts) + len(ks))
@@ -372,6 +387,7 @@ def predict_command(n: int, r: int, w: int, latency: Legs, ts: tuple[float, ...]
 @click.option("--seed", type=int, default=1, show_default=True)
 def plot_command(runs: tuple[str, ...], out: str, title: str | None, seed: int) -> None:
     """One PNG from several `staleness --json` runs: one curve per (R, W)."""
+    _pyplot()  # before the predictions below, which take a while
     docs = [json.loads(Path(p).read_text()) for p in runs]
     for doc in docs:
         if doc.get("latency") and "predicted_curve" not in doc:
