@@ -1,4 +1,4 @@
-"""The client HTTP API of contract section 2, on aiohttp.
+"""The client HTTP API (contract sections 2, 4-7) on aiohttp: values, the cluster.
 
 This layer only translates: it validates and parses a request into a
 `coordinator.requests` value, hands it to the node through the runtime, and maps the
@@ -7,8 +7,21 @@ so nothing changes on a bad request. A body that does not arrive whole within
 `http_body_timeout` is a 408; connections, request heads and aiohttp's own refusals
 are bounded below this layer (`ringkv.server.http_edge`).
 
+This module holds the value handlers (``/kv/{key}`` and ``/buckets/{bucket}/kv/{key}``)
+and the cluster endpoints, and composes the app (`make_app`); counters and sets are in
+`http_types`, bucket properties, key listing and multi-get in `http_buckets`, and what
+they all share (key and parameter parsing, bounded bodies, error answers) in
+`http_common`.
+
 Keys are taken from the raw (still percent-encoded) path and decoded to bytes, so any
 byte string of 1..1024 bytes is a key.
+
+Conditional writes (contract section 6): every answer to a read of a value carries an
+`ETag` (`coordinator.conditional.etag`); a PUT or DELETE with `If-Match` or
+`If-None-Match` first reads the key (its `r`, else its bucket's) at this coordinator and
+goes ahead only if the read satisfies them (`coordinator.conditional.check`), else 412
+and nothing is written. Without an X-Context it writes with the context of that read,
+superseding exactly the versions the tag named. Best effort, not linearizable.
 
 The runtime is handed in (`make_app(runtime)`, composed by `ringkv.server.serve`) and
 imported here for type checking only: the runtime never depends on the API it serves.
@@ -16,103 +29,50 @@ imported here for type checking only: the runtime never depends on the API it se
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
+from coordinator.conditional import Condition, PreconditionFailed, check, etag, parse_condition
 from coordinator.requests import (
     ClientResponse,
     NotFound,
-    QuorumFailed,
     ReadOk,
     ReadRequest,
-    RecordTooLarge,
-    Rejected,
-    StorageFull,
-    TooManySiblings,
     WriteOk,
     WriteRequest,
 )
 from ring.token import key_token
+from ringkv.server import console
 from ringkv.server.admin_auth import AdminGuard
+from ringkv.server.backup import register as register_backup
+from ringkv.server.http_buckets import BucketsApi
+from ringkv.server.http_common import (
+    DEFAULT_CONTENT_TYPE,
+    MAX_KEY_BYTES,
+    MAX_TIMEOUT_MS,
+    MAX_TTL,
+    BadRequest,
+    Handlers,
+    bucket_and_key,
+    context_header,
+    error,
+    positive_int,
+    raw_query_param,
+    read_body,
+)
+from ringkv.server.http_types import TypesApi
 from ringkv.server.metrics import Metrics
 from ringkv.server.openapi import serve_openapi
-from storage.versions import ContextError, Sibling, decode_context, encode_context
+from storage.namespace import KV, internal_key
+from storage.versions import Context, Sibling, encode_context
 
 if TYPE_CHECKING:
     from ringkv.server.runtime import NodeRuntime
-
-MAX_KEY_BYTES = 1024
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-MAX_TIMEOUT_MS = 600_000
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _error(status: int, message: str, **extra: object) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
-
-
-def _key(request: web.Request) -> bytes:
-    raw = request.rel_url.raw_path
-    prefix = "/kv/"
-    key = unquote_to_bytes(raw[len(prefix):]) if raw.startswith(prefix) else b""
-    if not key:
-        raise BadRequest(400, "key must be 1 to 1024 bytes")
-    if len(key) > MAX_KEY_BYTES:
-        raise BadRequest(414, f"key is {len(key)} bytes; the limit is {MAX_KEY_BYTES}")
-    return key
-
-
-def _is_digits(text: str) -> bool:
-    """Plain ASCII digits only: `int()` would also take "+2", " 2", "1_000" and "²"."""
-    return 0 < len(text) <= 12 and text.isascii() and text.isdigit()
-
-
-def _quorum(request: web.Request, name: str, n: int) -> int | None:
-    text = request.query.get(name)
-    if text is None:
-        return None
-    named = {"one": 1, "quorum": n // 2 + 1, "all": n}
-    if text in named:
-        return named[text]
-    if not _is_digits(text):
-        raise BadRequest(400, f"{name} must be 1..{n}, one, quorum or all; got {text!r}")
-    value = int(text)
-    if not 1 <= value <= n:
-        raise BadRequest(400, f"{name}={value} is out of range 1..{n}")
-    return value
-
-
-def _positive_int(request: web.Request, name: str, limit: int) -> int | None:
-    text = request.query.get(name)
-    if text is None:
-        return None
-    if not _is_digits(text):
-        raise BadRequest(400, f"{name} must be a whole number; got {text!r}")
-    value = int(text)
-    if not 0 < value <= limit:
-        raise BadRequest(400, f"{name} must be between 1 and {limit}; got {value}")
-    return value
-
-
-def _context(request: web.Request):  # type: ignore[no-untyped-def]
-    text = request.headers.get("X-Context", "").strip()
-    try:
-        return decode_context(text)
-    except ContextError as exc:
-        raise BadRequest(400, f"bad X-Context: {exc}") from None
 
 
 def _multipart(siblings: tuple[Sibling, ...]) -> tuple[bytes, str]:
@@ -131,48 +91,37 @@ def _multipart(siblings: tuple[Sibling, ...]) -> tuple[bytes, str]:
     return body, f"multipart/mixed; boundary={boundary}"
 
 
-class Api:
-    def __init__(self, runtime: NodeRuntime) -> None:
-        self.runtime = runtime
-        self.node = runtime.node
-        self.metrics = Metrics(runtime)
+def _condition(request: web.Request) -> Condition:
+    try:
+        return parse_condition(request.headers.get("If-Match"),
+                               request.headers.get("If-None-Match"))
+    except ValueError as exc:
+        raise BadRequest(400, str(exc)) from None
 
-    # --- helpers ----------------------------------------------------------------------
 
-    def _receipt(self, resp: ReadOk | NotFound) -> dict[str, str]:
-        self.metrics.observe_receipt(len(resp.replied), len(resp.stale))
-        return {"X-Ringkv-Replied": ",".join(resp.replied),
-                "X-Ringkv-Stale": ",".join(resp.stale)}
+class Api(Handlers):
+    """Values (`/kv/`, also in buckets) and the cluster endpoints."""
 
-    def _respond(self, op: str, resp: ClientResponse, request: web.Request) -> web.Response:
-        if isinstance(resp, QuorumFailed):
-            return _error(503, resp.error, acks=resp.acks, required=resp.required)
-        if isinstance(resp, Rejected):
-            return _error(400, resp.message)
-        if isinstance(resp, TooManySiblings):
-            # Contract section 4: nothing was stored; a write with the read's context
-            # (covering the siblings) always works.
-            return _error(409, f"key would hold {resp.siblings} versions; limit"
-                          f" {resp.limit}: write with the context of a read",
-                          siblings=resp.siblings, limit=resp.limit)
-        if isinstance(resp, RecordTooLarge):
-            # Every record must fit the internode frames it travels in (storage.limits).
-            return _error(413, f"key would take {resp.size} bytes encoded; limit"
-                          f" {resp.limit}: write with the context of a read",
-                          size=resp.size, limit=resp.limit)
-        if isinstance(resp, StorageFull):
-            return _error(507, resp.error)
+    # --- answers ----------------------------------------------------------------------
+
+    def _respond(self, resp: ClientResponse, request: web.Request) -> web.Response:
+        refused = self.refusal(resp)
+        if refused is not None:
+            return refused
         if isinstance(resp, WriteOk):
             return web.Response(status=204, headers={"X-Context": encode_context(resp.context)})
         if isinstance(resp, NotFound):
-            headers = self._receipt(resp)
-            if resp.context is not None:
+            headers = self.receipt(resp)
+            tag = etag(resp)
+            if resp.context is not None and tag is not None:
                 headers["X-Context"] = encode_context(resp.context)
+                headers["ETag"] = tag
             return web.json_response({"error": "not found"}, status=404, headers=headers)
-        assert isinstance(resp, ReadOk)
+        assert isinstance(resp, ReadOk), resp
         self.metrics.siblings.observe(len(resp.siblings))
-        headers = self._receipt(resp)
+        headers = self.receipt(resp)
         headers["X-Context"] = encode_context(resp.context)
+        headers["ETag"] = etag(resp)
         if len(resp.siblings) == 1:
             s = resp.siblings[0]
             headers["Content-Type"] = s.content_type
@@ -191,59 +140,84 @@ class Api:
         headers["Content-Type"] = ctype
         return web.Response(status=300, body=body, headers=headers)
 
-    async def _timed(self, op: str, request: web.Request,
-                     handler: Callable[[web.Request], Awaitable[web.Response]]) -> web.Response:
-        started = time.perf_counter()
-        try:
-            response: web.Response = await handler(request)
-        except BadRequest as exc:
-            response = _error(exc.status, exc.message)
-        self.metrics.observe(op, response.status, time.perf_counter() - started)
-        return response
+    async def _precondition(self, request: web.Request, condition: Condition, key: bytes,
+                            context: Context, r: int | None, timeout: int | None
+                            ) -> Context | web.Response:
+        """The context a conditional write goes ahead with, or the answer refusing it.
+
+        The check reads the key with quorum `r` at this coordinator
+        (`coordinator.conditional`: best effort, not linearizable).
+        """
+        if not condition.present:
+            return context
+        read = await self.runtime.request(ReadRequest(key, r, timeout))
+        if not isinstance(read, (ReadOk, NotFound)):
+            return self._respond(read, request)
+        decided = check(condition, read, context)
+        if isinstance(decided, PreconditionFailed):
+            response = error(412, decided.reason, etag=decided.etag)
+            if decided.etag is not None:
+                response.headers["ETag"] = decided.etag
+            return response
+        return decided
 
     # --- key-value --------------------------------------------------------------------
 
     async def put(self, request: web.Request) -> web.Response:
-        return await self._timed("put", request, self._put)
+        return await self.timed("put", request, self._put)
 
     async def _put(self, request: web.Request) -> web.Response:
-        key = _key(request)
+        bucket, user_key = bucket_and_key(request, "kv")
+        key = internal_key(bucket, KV, user_key)
         limit = self.runtime.config.max_value_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise BadRequest(413, f"value is {request.content_length} bytes; limit {limit}")
-        w = _quorum(request, "w", self.node.n)
-        ttl = _positive_int(request, "ttl", 10 * 365 * 86400)
-        timeout = _positive_int(request, "timeout", MAX_TIMEOUT_MS)
-        context = _context(request)
-        value = await _read_body(request, limit, self.runtime.config.http_body_timeout)
+        w = self.write_quorum(request, bucket)
+        ttl = positive_int(request, "ttl", MAX_TTL)
+        if ttl is None:
+            ttl = self.bucket_props(bucket).ttl
+        timeout = positive_int(request, "timeout", MAX_TIMEOUT_MS)
+        context = context_header(request)
+        # Preconditions (and the r of their read) are refused before the body is read.
+        condition = _condition(request)
+        r = self.read_quorum(request, bucket)
+        value = await read_body(request, limit, self.runtime.config.http_body_timeout)
         ctype = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
         if len(ctype) > 256:
             raise BadRequest(400, "Content-Type longer than 256 characters")
+        decided = await self._precondition(request, condition, key, context, r, timeout)
+        if isinstance(decided, web.Response):
+            return decided
         resp = await self.runtime.request(
-            WriteRequest(key, value, ctype, context, w, ttl, timeout))
-        return self._respond("put", resp, request)
+            WriteRequest(key, value, ctype, decided, w, ttl, timeout))
+        return self._respond(resp, request)
 
     async def get(self, request: web.Request) -> web.Response:
-        return await self._timed("get", request, self._get)
+        return await self.timed("get", request, self._get)
 
     async def _get(self, request: web.Request) -> web.Response:
-        key = _key(request)
-        r = _quorum(request, "r", self.node.n)
-        timeout = _positive_int(request, "timeout", MAX_TIMEOUT_MS)
-        resp = await self.runtime.request(ReadRequest(key, r, timeout))
-        return self._respond("get", resp, request)
+        bucket, user_key = bucket_and_key(request, "kv")
+        r = self.read_quorum(request, bucket)
+        timeout = positive_int(request, "timeout", MAX_TIMEOUT_MS)
+        resp = await self.runtime.request(
+            ReadRequest(internal_key(bucket, KV, user_key), r, timeout))
+        return self._respond(resp, request)
 
     async def delete(self, request: web.Request) -> web.Response:
-        return await self._timed("delete", request, self._delete)
+        return await self.timed("delete", request, self._delete)
 
     async def _delete(self, request: web.Request) -> web.Response:
-        key = _key(request)
-        w = _quorum(request, "w", self.node.n)
-        timeout = _positive_int(request, "timeout", MAX_TIMEOUT_MS)
-        context = _context(request)
+        bucket, user_key = bucket_and_key(request, "kv")
+        key = internal_key(bucket, KV, user_key)
+        w = self.write_quorum(request, bucket)
+        timeout = positive_int(request, "timeout", MAX_TIMEOUT_MS)
+        context = context_header(request)
+        condition = _condition(request)
+        r = self.read_quorum(request, bucket)
+        decided = await self._precondition(request, condition, key, context, r, timeout)
+        if isinstance(decided, web.Response):
+            return decided
         resp = await self.runtime.request(
-            WriteRequest(key, None, DEFAULT_CONTENT_TYPE, context, w, None, timeout))
-        return self._respond("delete", resp, request)
+            WriteRequest(key, None, DEFAULT_CONTENT_TYPE, decided, w, None, timeout))
+        return self._respond(resp, request)
 
     # --- cluster ----------------------------------------------------------------------
 
@@ -312,28 +286,28 @@ class Api:
         key = request.query.get("key")
         # The key as bytes, percent-decoded from the raw query exactly like /kv/{key}:
         # decoding to text first would turn %FF into U+FFFD, another key.
-        raw = _raw_query_param(request, "key")
+        raw = raw_query_param(request, "key")
         if key is None or raw is None or not 1 <= len(raw) <= MAX_KEY_BYTES:
-            return _error(400, "query parameter key must be 1 to 1024 bytes")
+            return error(400, "query parameter key must be 1 to 1024 bytes")
         if not self.node.ring.nodes:
-            return _error(503, "node has not joined a cluster")
+            return error(503, "node has not joined a cluster")
         return web.json_response({"key": key, "token": str(key_token(raw)),
                                   "preference_list": self.node.preference_list(raw)})
 
     async def leave(self, request: web.Request) -> web.Response:
-        error = self.runtime.leave()
-        if error is not None:
-            return _error(409, error)
+        refused = self.runtime.leave()
+        if refused is not None:
+            return error(409, refused)
         return web.json_response({"node_id": self.node.id, "status": self._own_status()},
                                  status=202)
 
     async def remove(self, request: web.Request) -> web.Response:
         node_id = request.match_info["node_id"]
         if node_id not in self.node.members:
-            return _error(404, f"no member named {node_id!r}")
-        error = self.runtime.remove(node_id)
-        if error is not None:
-            return _error(409, error)
+            return error(404, f"no member named {node_id!r}")
+        refused = self.runtime.remove(node_id)
+        if refused is not None:
+            return error(409, refused)
         return web.json_response({"node_id": node_id, "status": "left"}, status=202)
 
     def _own_status(self) -> str:
@@ -348,7 +322,7 @@ class Api:
         """The WARS leg delays this node injected (experiments, `ringkv.core.latency`)."""
         injector = self.runtime.injector
         if injector is None:
-            return _error(404, "latency injection is off on this node")
+            return error(404, "latency injection is off on this node")
         samples = request.query.get("samples", "1") != "0"
         return web.json_response({"node_id": self.node.id, **injector.snapshot(samples)})
 
@@ -357,10 +331,10 @@ class Api:
         raw = request.rel_url.raw_path[len("/debug/local"):]
         key = unquote_to_bytes(raw[len("/kv/"):]) if raw.startswith("/kv/") else b""
         if not 1 <= len(key) <= MAX_KEY_BYTES:
-            return _error(400, "key must be 1 to 1024 bytes")
+            return error(400, "key must be 1 to 1024 bytes")
         state = self.node.store.read_merged(key_token(key), key)
         if state is None:
-            return _error(404, "no local record")
+            return error(404, "no local record")
         now_ms = int(time.time() * 1000)
         return web.json_response({
             "context": encode_context(state.context) if state.context else "",
@@ -372,32 +346,6 @@ class Api:
                 for s in state.siblings
             ],
         })
-
-
-def _raw_query_param(request: web.Request, name: str) -> bytes | None:
-    """The first value of a query parameter as bytes ('+' is a space, as in forms)."""
-    for item in request.rel_url.raw_query_string.split("&"):
-        k, _, v = item.partition("=")
-        if unquote_to_bytes(k.replace("+", " ")) == name.encode():
-            return unquote_to_bytes(v.replace("+", " "))
-    return None
-
-
-async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
-    """The whole body, within `limit` bytes and `timeout` seconds (413 or 408 past them):
-    a body that never completes must not hold its connection and its buffer forever."""
-    chunks = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.content.iter_chunked(1 << 16):
-                size += len(chunk)
-                if size > limit:
-                    raise BadRequest(413, f"value is larger than the limit of {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise BadRequest(408, f"request body not received within {timeout:g} s") from None
-    return b"".join(chunks)
 
 
 @web.middleware
@@ -413,39 +361,58 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         allowed = exc.headers.get("Allow")
         if allowed:
             extra["allowed"] = allowed.split(",")
-        response = _error(exc.status, f"{exc.reason}: {request.method} {request.path}",
-                          **extra)
+        response = error(exc.status, f"{exc.reason}: {request.method} {request.path}",
+                         **extra)
         if allowed:
             response.headers["Allow"] = allowed
         return response
 
 
 def make_app(runtime: NodeRuntime) -> web.Application:
-    api = Api(runtime)
-    # The body limit is enforced by _read_body; aiohttp's own limit only guards
-    # request.read(), which we do not use.
+    metrics = Metrics(runtime)
+    api = Api(runtime, metrics)
+    types = TypesApi(runtime, metrics)
+    buckets = BucketsApi(runtime, metrics)
+    # Body limits are enforced as bodies are read (`http_common.read_body`); aiohttp's
+    # own limit only guards request.read(), which we do not use.
+    # Client tokens (`ringkv.server.access`), when configured, are checked before any
+    # handler runs; refusals are JSON like every other error.
     app = web.Application(client_max_size=runtime.config.max_value_bytes + 1,
-                          middlewares=[_json_errors])
-    app.router.add_put("/kv/{key:[\\s\\S]+}", api.put)
-    app.router.add_get("/kv/{key:[\\s\\S]+}", api.get)
-    app.router.add_delete("/kv/{key:[\\s\\S]+}", api.delete)
+                          middlewares=[_json_errors, runtime.access.middleware()])
+    key = "{key:[\\s\\S]+}"  # any key, "/" and all: parsed again from the raw path
+    for prefix in ("", "/buckets/{bucket}"):
+        app.router.add_put(f"{prefix}/kv/{key}", api.put)
+        app.router.add_get(f"{prefix}/kv/{key}", api.get)
+        app.router.add_delete(f"{prefix}/kv/{key}", api.delete)
+        app.router.add_post(f"{prefix}/counters/{key}", types.incr)
+        app.router.add_get(f"{prefix}/counters/{key}", types.counter)
+        app.router.add_post(f"{prefix}/sets/{key}", types.sets_update)
+        app.router.add_get(f"{prefix}/sets/{key}", types.sets_get)
     app.router.add_put("/kv/", _empty_key)
+    app.router.add_put("/buckets/{bucket}/props", buckets.props_put)
+    app.router.add_get("/buckets/{bucket}/props", buckets.props_get)
+    app.router.add_get("/buckets/{bucket}/keys", buckets.keys)
+    app.router.add_post("/buckets/{bucket}/mget", buckets.mget)
     app.router.add_get("/health", api.health)
     app.router.add_get("/ready", api.ready)
     app.router.add_get("/cluster", api.cluster)
     app.router.add_get("/ring/lookup", api.ring_lookup)
-    # Admin endpoints (contract section 4): the admin token, or loopback clients only.
-    admin = AdminGuard(runtime.config.admin_token).protect
+    # Admin endpoints (contract section 4): the admin token, or loopback clients only;
+    # with client tokens configured, a token whose role is admin.
+    guard = AdminGuard(runtime.config.admin_token, runtime.access)
+    admin = guard.protect
     app.router.add_post("/cluster/leave", admin(api.leave))
     app.router.add_post("/cluster/remove/{node_id}", admin(api.remove))
     app.router.add_get("/metrics", api.metrics_endpoint)
     app.router.add_get("/openapi.json", serve_openapi)
     app.router.add_get("/debug/local/kv/{key:[\\s\\S]+}", admin(api.local_record))
     app.router.add_get("/debug/latency", admin(api.injected_latency))
+    register_backup(app, runtime, admin)
+    console.register(app, runtime, guard)
     return app
 
 
 async def _empty_key(request: web.Request) -> web.Response:
     # A coroutine handler: aiohttp deprecates plain functions as handlers.
-    return _error(400, "key must be 1 to 1024 bytes")
+    return error(400, "key must be 1 to 1024 bytes")
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from ringkv.core.config import fast_test_config
+from ringkv.server.access import Access
 from ringkv.server.http_api import make_app
 
 TOKEN = "s3cret-Token_value"
@@ -59,6 +60,7 @@ class StubRuntime:
         self.config = fast_test_config("n1", admin_token=admin_token)
         self.node = _Node()
         self.injector = None
+        self.access = Access(self.config.admin_token, None)
         self.calls: list[str] = []
 
     def leave(self) -> str | None:

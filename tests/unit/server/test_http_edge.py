@@ -18,7 +18,13 @@ import json
 import aiohttp
 
 from storage.limits import MAX_WRITE_CONTEXT_CHARS
-from storage.versions import MAX_CONTEXT_CHARS, Context, decode_context, encode_context
+from storage.versions import (
+    MAX_CONTEXT_CHARS,
+    MAX_DOT_COUNTER,
+    Context,
+    decode_context,
+    encode_context,
+)
 from tests.unit.server.live import base_url, live_node, open_raw, read_until_closed
 
 AIOHTTP_FIELD_DEFAULT = 8190
@@ -30,7 +36,7 @@ def _context_of_about(chars: int) -> str:
 
     def ctx(entries: int) -> str:
         return encode_context(Context(
-            {("a" * 56 + f"{i:08d}", (1 << 63) + i, (1 << 63) + i): (1 << 63) + i
+            {("a" * 56 + f"{i:08d}", (1 << 63) + i, (1 << 63) + i): MAX_DOT_COUNTER - i
              for i in range(entries)}, frozenset()))
 
     low, high = 1, 8192

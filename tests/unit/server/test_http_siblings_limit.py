@@ -12,13 +12,16 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.requests import ClientRequest, ClientResponse, TooManySiblings, WriteRequest
+from ringkv.core.buckets import Buckets
 from ringkv.core.config import fast_test_config
+from ringkv.server.access import Access
 from ringkv.server.http_api import make_app
 
 
 class _Node:
     id = "n1"
     n = r = w = 1
+    buckets = Buckets(lambda: (1, 1, 1), "dvv", 100)
 
 
 class StubRuntime:
@@ -26,6 +29,7 @@ class StubRuntime:
         self.config = fast_test_config("n1")
         self.node = _Node()
         self.injector = None
+        self.access = Access(self.config.admin_token, None)
         self.requests: list[ClientRequest] = []
 
     async def request(self, req: ClientRequest) -> ClientResponse:

@@ -23,6 +23,7 @@ from schemathesis.core.result import Ok
 from coordinator.requests import ClientRequest, ClientResponse, Rejected
 from ringkv.core.config import fast_test_config
 from ringkv.server import openapi
+from ringkv.server.access import Access
 from ringkv.server.http_api import make_app
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -40,6 +41,7 @@ class StubRuntime:
         self.config = fast_test_config("n1")
         self.node = _Node()
         self.injector = None
+        self.access = Access(self.config.admin_token, None)
 
     async def request(self, req: ClientRequest) -> ClientResponse:
         return Rejected("not served by this stub")
@@ -95,7 +97,7 @@ def test_the_document_is_valid_openapi_3() -> None:
             if method not in METHODS:
                 continue
             assert op.get("operationId") and op["responses"], (method, path)
-            admin = path.startswith("/debug/") or path.startswith("/cluster/")
+            admin = path.startswith(("/debug/", "/cluster/", "/admin/"))
             assert ("security" in op) == admin, (method, path)
             if admin:
                 assert {"401", "403"} <= set(op["responses"]), (method, path)
