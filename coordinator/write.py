@@ -104,9 +104,14 @@ class Writes:
         quorum = WriteQuorum(required, tuple(chosen))
         self._ops[req_id] = WriteOp(req.key, quorum, client_ctx, reply_to, state)
         effects: list[Effect] = [SetTimer(until, req_id)]
+        # One message object for every primary target: the runtime encodes a message
+        # fanned out to several nodes once.
+        put = ReplicaPut(req_id, req.key, state, None)
         for t in chosen:
             if t.node == host.id:
                 effects.append(Send(host.id, ReplicaPutAck(req_id), durable=True))
+            elif t.hint_for is None:
+                effects.append(Send(t.node, put))
             else:
                 effects.append(Send(t.node, ReplicaPut(req_id, req.key, state, t.hint_for)))
         return effects

@@ -111,14 +111,20 @@ class MemNet:
 
     def _apply(self, node_id: str, effects: list[Effect]) -> None:
         gate = self._gate(node_id)
+        encoded: dict[int, bytes] = {}
         for e in effects:
             if gate.admit(e):
-                self._do(node_id, e)
+                self._do(node_id, e, encoded)
         self._commit(node_id)  # durable effects go out once their writes commit
 
-    def _do(self, node_id: str, e: Effect) -> None:
+    def _do(self, node_id: str, e: Effect, encoded: dict[int, bytes] | None = None) -> None:
         if isinstance(e, Send):
-            self._at(LATENCY, "msg", (node_id, self._route(e.dst), wire.encode(e.msg)))
+            # Like the runtime: one message fanned out to several nodes is encoded once.
+            cache = {} if encoded is None else encoded
+            payload = cache.get(id(e.msg))
+            if payload is None:
+                payload = cache[id(e.msg)] = wire.encode(e.msg)
+            self._at(LATENCY, "msg", (node_id, self._route(e.dst), payload))
         elif isinstance(e, Reply):
             self.replies[e.client_id] = e.response
         elif isinstance(e, SetTimer):
