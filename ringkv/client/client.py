@@ -1,144 +1,250 @@
-"""The two clients of one ringkv node: `Client` (sync) and `AsyncClient` (asyncio).
+"""`Client`: the synchronous client of a ringkv cluster, through one node or several.
 
-Job: carry the requests of ``ringkv.client.protocol`` over HTTP with httpx and hand
-back what its parsers make of the answers. The two classes differ solely in how a
-request travels (httpx sync vs async): every request is built and every answer parsed
-by the same pure functions, and `update` executes the same plan
-(``ringkv.client.update_plan``) in both.
+Job: carry the requests of ``ringkv.client.protocol``, ``.datatypes`` and ``.buckets``
+over HTTP with httpx and hand back what their parsers make of the answers. Its asyncio
+twin, ``ringkv.client.async_client.AsyncClient``, differs solely in how a request
+travels: every request is built and every answer parsed by the same pure functions,
+`update` executes the same plan (``ringkv.client.update_plan``) and `_send` follows the
+same failover policy (``ringkv.client.failover``).
 
-`admin_token` (optional) is sent as ``Authorization: Bearer`` on the admin endpoints
-(leave, remove) only, never on key-value requests.
+Failover: given several nodes (``Client(urls=[...])``), a request goes to the node that
+answered last and, when that node fails, to the next in turn, after a jittered,
+exponential pause, as often as the policy allows -- but only when sending the request
+again is safe (`Resend`): reads, counter increments (each carries an idempotency key)
+and set updates after any connection error, timeout or 503; writes of ``/kv/`` only
+when they certainly never reached a node. A client of one node (``Client(url)``)
+makes one attempt per request unless `retry` says otherwise.
+
+Security: ``https://`` nodes are verified against `ca`, the cluster CA's certificate
+(``ringkv certs init``; without it, the system's roots), and `cert` and `key`, a client
+certificate of that CA (``ringkv certs issue NAME --client``), are presented to nodes
+that ask for one (``--http-tls mutual``). `token`, a client token of the nodes' tokens
+file (``--tokens-file``), is sent as ``Authorization: Bearer`` on every request.
+`admin_token` is sent instead on the admin requests (leave, remove, bucket-property
+writes), and never on the others; given only `token`, the admin requests carry it
+(an admin-role token of the file is the admin credential too). Tokens appear in no
+error message and no ``repr``.
 
 Invariants: a transport failure (refused, reset, timed out) is a `TransportError`
-naming the node; nothing else of httpx leaks out. A client holds one connection pool,
-closed by `close` / `aclose` or by leaving its ``with`` block.
+naming the node; nothing else of httpx leaks out. A client holds one connection pool
+per node, reused by every request, closed by `close` or by leaving its ``with`` block.
 """
 
 from __future__ import annotations
 
-import asyncio
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
+from ringkv.client.buckets import (
+    Key,
+    MGetResult,
+    build_bucket_props,
+    build_keys_page,
+    build_mget,
+    build_set_bucket_props,
+    parse_bucket_props,
+    parse_keys_page,
+    parse_mget,
+    parse_set_bucket_props,
+)
+from ringkv.client.datatypes import (
+    SetResult,
+    build_counter,
+    build_incr,
+    build_set_update,
+    build_smembers,
+    observed,
+    parse_counter,
+    parse_incr,
+    parse_set_update,
+    parse_smembers,
+)
+from ringkv.client.failover import Failover, Resend, RetryPolicy, status_failure
 from ringkv.client.protocol import (
+    DEFAULT_BUCKET,
     GetResult,
     HttpRequest,
     HttpResponse,
     Quorum,
     RingkvError,
-    TransportError,
+    authorized,
     build_admin,
+    build_cluster,
     build_delete,
     build_get,
+    build_health,
     build_lookup,
+    build_metrics,
     build_put,
-    error_for,
+    parse_admin,
     parse_delete,
     parse_get,
-    parse_json,
+    parse_lookup,
+    parse_metrics,
+    parse_object,
     parse_put,
     remove_path,
 )
+from ringkv.client.transport import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    PathArg,
+    bearer_token,
+    failure_of,
+    gave_up,
+    new_idempotency_key,
+    node_urls,
+    normalize_base_url,
+    request_args,
+    tls_context,
+    to_response,
+)
 from ringkv.client.update_plan import Read, Stepper, Write, update_plan
 
-__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_URL", "AsyncClient", "Client", "normalize_base_url"]
-
-DEFAULT_URL = "http://127.0.0.1:8001"
-DEFAULT_TIMEOUT = 10.0  # seconds, for a whole HTTP exchange when no timeout is given
-
-
-def normalize_base_url(base_url: str) -> str:
-    url = base_url.strip().rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"node URL must be http:// or https://, got {base_url!r}")
-    return url
-
-
-def _transport_error(base_url: str, exc: httpx.HTTPError) -> TransportError:
-    detail = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        return TransportError(f"timed out waiting for {base_url} ({detail})")
-    return TransportError(f"cannot reach {base_url}: {detail}")
-
-
-def _to_response(resp: httpx.Response) -> HttpResponse:
-    return HttpResponse(resp.status_code, resp.headers, resp.content)
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_URL", "Client", "normalize_base_url"]
 
 
 class Client:
-    """Synchronous client for one ringkv node (any node coordinates any key).
+    """Synchronous client of a ringkv cluster (any node coordinates any key).
 
     >>> with Client("http://127.0.0.1:8001") as kv:          # doctest: +SKIP
     ...     ctx = kv.put("greeting", b"hello")
     ...     kv.get("greeting").value
     b'hello'
+
+    ``Client(urls=[...])`` fails over between several nodes; `retry` bounds the
+    attempts and their pauses, `rng` and `sleep` drive the jitter and the pauses
+    (inject them for tests). Over TLS, with client tokens::
+
+        Client("https://127.0.0.1:8001", ca="tls/ca.crt", token=os.environ["TOKEN"])
+        Client(urls=[...], ca="ca.crt", cert="me.crt", key="me.key")  # --http-tls mutual
+
+    A bad `ca`, `cert` or `key` file, or a malformed token, is a ValueError at once.
     """
 
     def __init__(
         self,
-        base_url: str = DEFAULT_URL,
+        base_url: str | None = None,
         *,
+        urls: Sequence[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         admin_token: str | None = None,
+        token: str | None = None,
+        ca: PathArg | None = None,
+        cert: PathArg | None = None,
+        key: PathArg | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.base_url = normalize_base_url(base_url)
-        self._admin_token = admin_token
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        nodes = node_urls(base_url, urls)
+        self.base_url = nodes[0]
+        self._token = bearer_token(token)
+        # The admin credential: the admin token, else the client token (a tokens file's
+        # admin token is both).
+        self._admin_token = bearer_token(admin_token, "admin_token") or self._token
+        verify = tls_context(ca, cert, key)
+        self._failover = Failover(nodes, rng or random.Random(), retry)
+        self._sleep = sleep
+        self._http = {
+            url: httpx.Client(base_url=url, timeout=timeout, transport=transport,
+                          verify=True if verify is None else verify)
+            for url in nodes
+        }
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every node this client may send to, in the order it tries them."""
+        return self._failover.urls
+
+    @property
+    def node(self) -> str:
+        """The node the next request goes to first: the last one that answered."""
+        return self._failover.preferred
 
     def _send(self, req: HttpRequest) -> HttpResponse:
-        try:
-            resp = self._http.request(
-                req.method,
-                req.path,
-                params=list(req.params) or None,
-                headers=list(req.headers),
-                content=req.body,
-                timeout=req.timeout if req.timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as exc:
-            raise _transport_error(self.base_url, exc) from None
-        return _to_response(resp)
+        walk = self._failover.start(req.resend)
+        while True:
+            try:
+                args = request_args(req, self._token)
+                answer = to_response(self._http[walk.url].request(**args))
+            except httpx.HTTPError as exc:
+                pause = walk.failed(failure_of(exc))
+                if pause is None:
+                    raise gave_up(walk, exc) from None
+            else:
+                failure = status_failure(answer.status)
+                if failure is None:
+                    walk.succeeded()
+                    return answer
+                pause = walk.failed(failure)
+                if pause is None:
+                    return answer  # its parser raises what the answer stands for
+            self._sleep(pause)
+
+    # ------------------------------------------------------------------- key-value
 
     def get(
-        self, key: str | bytes, r: Quorum | None = None, timeout: float | None = None
+        self,
+        key: Key,
+        r: Quorum | None = None,
+        timeout: float | None = None,
+        *,
+        bucket: str | None = None,
     ) -> GetResult:
-        """Read a key; `found` is False when there is no live value."""
-        return parse_get(self._send(build_get(key, r, timeout)))
+        """Read a key; `found` is False when there is no live value. The result's
+        `etag` makes a later write conditional (`put(..., if_match=...)`)."""
+        return parse_get(self._send(build_get(key, r, timeout, bucket=bucket)))
 
     def put(
         self,
-        key: str | bytes,
+        key: Key,
         value: bytes,
         context: str | None = None,
         w: Quorum | None = None,
         ttl: int | None = None,
         content_type: str | None = None,
         timeout: float | None = None,
+        *,
+        bucket: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
     ) -> str:
-        """Write a value; supersedes what `context` covers. Returns the new context."""
-        req = build_put(key, value, context, w, ttl, content_type, timeout)
+        """Write a value; supersedes what `context` covers. Returns the new context.
+
+        `if_match` (an ETag of a read) writes only if the key is still as read;
+        `if_none_match` only if it has no live value; otherwise
+        `PreconditionFailedError` and nothing changes. Best effort, not
+        compare-and-swap: two racing conditional writes may both succeed as siblings.
+        """
+        req = build_put(key, value, context, w, ttl, content_type, timeout, bucket=bucket,
+                        if_match=if_match, if_none_match=if_none_match)
         return parse_put(self._send(req))
 
     def delete(
         self,
-        key: str | bytes,
+        key: Key,
         context: str | None = None,
         w: Quorum | None = None,
         timeout: float | None = None,
+        *,
+        bucket: str | None = None,
+        if_match: str | None = None,
     ) -> None:
-        """Delete what `context` covers (a tombstone); deleting a missing key is fine."""
-        parse_delete(self._send(build_delete(key, context, w, timeout)))
+        """Delete what `context` covers (a tombstone); deleting a missing key is fine.
+        With `if_match`, only if the key is still as the read of that ETag saw it."""
+        req = build_delete(key, context, w, timeout, bucket=bucket, if_match=if_match)
+        parse_delete(self._send(req))
 
     def update(
         self,
-        key: str | bytes,
+        key: Key,
         fn: Callable[[bytes | None], bytes],
         merge: Callable[[list[bytes]], bytes] | None = None,
         retries: int = 5,
@@ -146,6 +252,7 @@ class Client:
         *,
         r: Quorum | None = None,
         content_type: str | None = None,
+        bucket: str | None = None,
     ) -> bytes:
         """Read-modify-write: merge siblings, apply `fn`, write back with the read's context.
 
@@ -153,9 +260,9 @@ class Client:
         found. A 503 on the read or the write is retried up to `retries` times with
         backoff, re-reading each time, so `fn` must tolerate being applied again to a
         value that may already hold its previous (unacknowledged) write -- true of
-        set unions, not of counters. Returns the value written.
+        set unions, not of counters (use `incr`). Returns the value written.
         """
-        stepper = Stepper(update_plan(key, fn, merge, retries, r, w, content_type))
+        stepper = Stepper(update_plan(key, fn, merge, retries, r, w, content_type, bucket))
         try:
             step = stepper.next()
             while step is not None:
@@ -163,17 +270,12 @@ class Client:
                 error: RingkvError | None = None
                 try:
                     if isinstance(step, Read):
-                        reply = self.get(step.key, step.r)
+                        reply = self.get(step.key, step.r, bucket=step.bucket)
                     elif isinstance(step, Write):
-                        reply = self.put(
-                            step.key,
-                            step.value,
-                            step.context,
-                            step.w,
-                            content_type=step.content_type,
-                        )
+                        reply = self.put(step.key, step.value, step.context, step.w,
+                                         content_type=step.content_type, bucket=step.bucket)
                     else:
-                        time.sleep(step.seconds)
+                        self._sleep(step.seconds)
                 except RingkvError as exc:
                     error = exc
                 step = stepper.next(reply, error)
@@ -182,39 +284,189 @@ class Client:
         assert stepper.result is not None
         return stepper.result
 
+    # -------------------------------------------------------------- counters, sets
+
+    def incr(
+        self,
+        key: Key,
+        amount: int = 1,
+        idempotency_key: str | None = None,
+        *,
+        w: Quorum | None = None,
+        timeout: float | None = None,
+        bucket: str | None = None,
+    ) -> None:
+        """Add `amount` (negative: subtract) to a counter.
+
+        The increment carries `idempotency_key` (a fresh random one when None), so this
+        client's own resends after a timeout or a 503 are applied at most once. To retry
+        an increment whose outcome is unknown from elsewhere (another process, after a
+        restart), pass a key of your own and send it again with the same key.
+        """
+        key_ = idempotency_key if idempotency_key is not None else new_idempotency_key()
+        req = build_incr(key, amount, key_, w, timeout, bucket=bucket)
+        parse_incr(self._send(req))
+
+    def counter(
+        self,
+        key: Key,
+        *,
+        r: Quorum | None = None,
+        timeout: float | None = None,
+        bucket: str | None = None,
+    ) -> int | None:
+        """A counter's value; None when it was never incremented (as `get` gives an
+        empty result, not an error, for a missing key)."""
+        return parse_counter(self._send(build_counter(key, r, timeout, bucket=bucket)))
+
+    def smembers(
+        self,
+        key: Key,
+        *,
+        r: Quorum | None = None,
+        timeout: float | None = None,
+        bucket: str | None = None,
+    ) -> SetResult:
+        """A set's elements (sorted) and its context; ``found`` False if never written."""
+        return parse_smembers(self._send(build_smembers(key, r, timeout, bucket=bucket)))
+
+    def set_update(
+        self,
+        key: Key,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        context: str | None = None,
+        *,
+        w: Quorum | None = None,
+        timeout: float | None = None,
+        bucket: str | None = None,
+    ) -> None:
+        """Add and remove elements at once; removing needs `context` (from `smembers`),
+        and removes only the adds it observed: an add it did not see survives."""
+        req = build_set_update(key, add, remove, context, w, timeout, bucket=bucket)
+        parse_set_update(self._send(req))
+
+    def sadd(
+        self,
+        key: Key,
+        *elements: str,
+        w: Quorum | None = None,
+        timeout: float | None = None,
+        bucket: str | None = None,
+    ) -> None:
+        """Add elements to a set."""
+        self.set_update(key, elements, w=w, timeout=timeout, bucket=bucket)
+
+    def srem(
+        self,
+        key: Key,
+        *elements: str,
+        context: str | None = None,
+        r: Quorum | None = None,
+        w: Quorum | None = None,
+        timeout: float | None = None,
+        bucket: str | None = None,
+    ) -> list[str]:
+        """Remove elements from a set; returns the elements whose removal was sent.
+
+        With `context`, every element given is removed as far as that context observed
+        it. Without, the set is read first (with `r`) and the remove covers exactly
+        what that read observed: elements it did not find are not sent (there is
+        nothing of them to remove), and an add concurrent with the read survives.
+        """
+        if context is None:
+            seen = self.smembers(key, r=r, timeout=timeout, bucket=bucket)
+            removing, context = observed(elements, seen), seen.context
+            if not removing:
+                return []
+        else:
+            removing = list(elements)
+        self.set_update(key, (), removing, context, w=w, timeout=timeout, bucket=bucket)
+        return removing
+
+    # ------------------------------------------------------ buckets, listing, mget
+
+    def keys_page(
+        self,
+        bucket: str | None = DEFAULT_BUCKET,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        r: Quorum | None = None,
+        timeout: float | None = None,
+    ) -> tuple[list[Key], str | None]:
+        """One page of a bucket's live keys and the cursor of the next (None: done)."""
+        answer = self._send(build_keys_page(bucket, limit, cursor, r, timeout))
+        return parse_keys_page(answer, cursor)
+
+    def keys(
+        self,
+        bucket: str | None = DEFAULT_BUCKET,
+        limit: int = 100,
+        *,
+        r: Quorum | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Key]:
+        """Every live key of a bucket, once each, following the cursor page by page
+        (`limit` keys a request). Keys are ``str`` when UTF-8, else ``bytes``."""
+        cursor: str | None = None
+        while True:
+            page, cursor = self.keys_page(bucket, limit, cursor, r=r, timeout=timeout)
+            yield from page
+            if cursor is None:
+                return
+
+    def mget(
+        self,
+        keys: Sequence[Key],
+        bucket: str | None = None,
+        r: Quorum | None = None,
+        timeout: float | None = None,
+    ) -> list[MGetResult]:
+        """Read 1 to 100 keys of one bucket in one request; one result per key, in order."""
+        keys = list(keys)
+        return parse_mget(self._send(build_mget(keys, r, timeout, bucket=bucket)), keys)
+
+    def bucket_props(self, bucket: str | None = DEFAULT_BUCKET) -> dict[str, Any]:
+        """Every property of a bucket (the defaults for one never configured)."""
+        return parse_bucket_props(self._send(build_bucket_props(bucket)))
+
+    def set_bucket_props(self, bucket: str | None, **props: object) -> None:
+        """Set some of `r`, `w`, `ttl`, `conflict` (siblings / lww), `max_siblings`."""
+        parse_set_bucket_props(
+            self._send(authorized(build_set_bucket_props(bucket, props), self._admin_token)))
+
+    # ------------------------------------------------------------------ the cluster
+
     def cluster(self) -> dict[str, Any]:
-        """The node's view of the cluster (`GET /cluster`)."""
-        return dict(parse_json(self._send(HttpRequest("GET", "/cluster"))))
+        """A node's view of the cluster (`GET /cluster`)."""
+        return parse_object(self._send(build_cluster()))
 
     def health(self) -> dict[str, Any]:
-        """`GET /health`; raises unless the node serves reads and writes."""
-        return dict(parse_json(self._send(HttpRequest("GET", "/health"))))
+        """`GET /health` of the first node; raises unless it serves reads and writes."""
+        return parse_object(self._send(build_health()))
 
-    def lookup(self, key: str | bytes) -> list[str]:
+    def lookup(self, key: Key) -> list[str]:
         """The key's preference list (`GET /ring/lookup`)."""
-        return list(parse_json(self._send(build_lookup(key)))["preference_list"])
+        return parse_lookup(self._send(build_lookup(key)))
 
     def leave(self) -> dict[str, Any]:
-        """Ask this node to hand off its data and leave the cluster."""
-        req = build_admin("POST", "/cluster/leave", self._admin_token)
-        doc = parse_json(self._send(req))
-        return dict(doc) if isinstance(doc, dict) else {"result": doc}
+        """Ask the first node to hand off its data and leave the cluster."""
+        req = build_admin("POST", "/cluster/leave", self._admin_token, Resend.PINNED)
+        return parse_admin(self._send(req))
 
     def remove(self, node_id: str) -> dict[str, Any]:
         """Remove a member that is dead for good; its ranges are re-replicated."""
         req = build_admin("POST", remove_path(node_id), self._admin_token)
-        doc = parse_json(self._send(req))
-        return dict(doc) if isinstance(doc, dict) else {"result": doc}
+        return parse_admin(self._send(req))
 
     def metrics(self) -> str:
-        """Prometheus text exposition of the node's metrics."""
-        resp = self._send(HttpRequest("GET", "/metrics"))
-        if resp.status != 200:
-            raise error_for(resp)
-        return resp.body.decode("utf-8", "replace")
+        """Prometheus text exposition of the first node's metrics."""
+        return parse_metrics(self._send(build_metrics()))
 
     def close(self) -> None:
-        self._http.close()
+        for http in self._http.values():
+            http.close()
 
     def __enter__(self) -> Self:
         return self
@@ -226,147 +478,3 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class AsyncClient:
-    """The asyncio twin of `Client`: same methods, awaitable."""
-
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-        admin_token: str | None = None,
-    ) -> None:
-        self.base_url = normalize_base_url(base_url)
-        self._admin_token = admin_token
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
-
-    async def _send(self, req: HttpRequest) -> HttpResponse:
-        try:
-            resp = await self._http.request(
-                req.method,
-                req.path,
-                params=list(req.params) or None,
-                headers=list(req.headers),
-                content=req.body,
-                timeout=req.timeout if req.timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as exc:
-            raise _transport_error(self.base_url, exc) from None
-        return _to_response(resp)
-
-    async def get(
-        self, key: str | bytes, r: Quorum | None = None, timeout: float | None = None
-    ) -> GetResult:
-        """Read a key; `found` is False when there is no live value."""
-        return parse_get(await self._send(build_get(key, r, timeout)))
-
-    async def put(
-        self,
-        key: str | bytes,
-        value: bytes,
-        context: str | None = None,
-        w: Quorum | None = None,
-        ttl: int | None = None,
-        content_type: str | None = None,
-        timeout: float | None = None,
-    ) -> str:
-        """Write a value; supersedes what `context` covers. Returns the new context."""
-        req = build_put(key, value, context, w, ttl, content_type, timeout)
-        return parse_put(await self._send(req))
-
-    async def delete(
-        self,
-        key: str | bytes,
-        context: str | None = None,
-        w: Quorum | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        """Delete what `context` covers (a tombstone); deleting a missing key is fine."""
-        parse_delete(await self._send(build_delete(key, context, w, timeout)))
-
-    async def update(
-        self,
-        key: str | bytes,
-        fn: Callable[[bytes | None], bytes],
-        merge: Callable[[list[bytes]], bytes] | None = None,
-        retries: int = 5,
-        w: Quorum | None = None,
-        *,
-        r: Quorum | None = None,
-        content_type: str | None = None,
-    ) -> bytes:
-        """Read-modify-write with sibling merge and 503 retries; see `Client.update`."""
-        stepper = Stepper(update_plan(key, fn, merge, retries, r, w, content_type))
-        try:
-            step = stepper.next()
-            while step is not None:
-                reply: object = None
-                error: RingkvError | None = None
-                try:
-                    if isinstance(step, Read):
-                        reply = await self.get(step.key, step.r)
-                    elif isinstance(step, Write):
-                        reply = await self.put(
-                            step.key,
-                            step.value,
-                            step.context,
-                            step.w,
-                            content_type=step.content_type,
-                        )
-                    else:
-                        await asyncio.sleep(step.seconds)
-                except RingkvError as exc:
-                    error = exc
-                step = stepper.next(reply, error)
-        finally:
-            stepper.close()
-        assert stepper.result is not None
-        return stepper.result
-
-    async def cluster(self) -> dict[str, Any]:
-        """The node's view of the cluster (`GET /cluster`)."""
-        return dict(parse_json(await self._send(HttpRequest("GET", "/cluster"))))
-
-    async def health(self) -> dict[str, Any]:
-        """`GET /health`; raises unless the node serves reads and writes."""
-        return dict(parse_json(await self._send(HttpRequest("GET", "/health"))))
-
-    async def lookup(self, key: str | bytes) -> list[str]:
-        """The key's preference list (`GET /ring/lookup`)."""
-        return list(parse_json(await self._send(build_lookup(key)))["preference_list"])
-
-    async def leave(self) -> dict[str, Any]:
-        """Ask this node to hand off its data and leave the cluster."""
-        req = build_admin("POST", "/cluster/leave", self._admin_token)
-        doc = parse_json(await self._send(req))
-        return dict(doc) if isinstance(doc, dict) else {"result": doc}
-
-    async def remove(self, node_id: str) -> dict[str, Any]:
-        """Remove a member that is dead for good; its ranges are re-replicated."""
-        req = build_admin("POST", remove_path(node_id), self._admin_token)
-        doc = parse_json(await self._send(req))
-        return dict(doc) if isinstance(doc, dict) else {"result": doc}
-
-    async def metrics(self) -> str:
-        """Prometheus text exposition of the node's metrics."""
-        resp = await self._send(HttpRequest("GET", "/metrics"))
-        if resp.status != 200:
-            raise error_for(resp)
-        return resp.body.decode("utf-8", "replace")
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -27,6 +27,7 @@ __all__ = ["Read", "Sleep", "Step", "Stepper", "Write", "backoff_delay", "merged
 class Read:
     key: str | bytes
     r: Quorum | None
+    bucket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Write:
     context: str | None
     w: Quorum | None
     content_type: str | None
+    bucket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,17 +78,18 @@ def update_plan(
     r: Quorum | None,
     w: Quorum | None,
     content_type: str | None,
+    bucket: str | None = None,
 ) -> Generator[Step, object, bytes]:
     """Read-merge-apply-write, retried on QuorumError; yields the I/O it needs done."""
     attempt = 0
     while True:
         try:
-            got = yield Read(key, r)
+            got = yield Read(key, r, bucket)
             assert isinstance(got, GetResult)
             new = fn(merged_value(got, merge, key))
             if not isinstance(new, bytes | bytearray):
                 raise TypeError(f"update fn must return bytes, not {type(new).__name__}")
-            yield Write(key, bytes(new), got.context, w, content_type)
+            yield Write(key, bytes(new), got.context, w, content_type, bucket)
             return bytes(new)
         except QuorumError:
             if attempt >= retries:
