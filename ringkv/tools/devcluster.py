@@ -11,6 +11,20 @@ or RINGKV_CLUSTER_SECRET) or a random one made for this run, and it reaches the 
 through their environment (RINGKV_CLUSTER_SECRET), never their command line, which any
 local user can read.
 
+With `--tls` every node speaks TLS: dev-cluster makes a cluster CA and one certificate
+per node under D/tls (`ringkv.tools.certs`: ca.crt, ca.key, nI.crt, nI.key; kept and
+reused when the cluster is run again on the same D) and starts each node with
+`--tls-ca/--tls-cert/--tls-key` (mutual TLS between nodes, plaintext peers refused)
+and `--http-tls on` (HTTPS on the client port). It waits for readiness over HTTPS,
+verifying the nodes against that CA, and prints `https://` addresses and the CA's path,
+which clients need (`--ca`, `RINGKV_CA`, `Client(..., ca=...)`).
+
+With `--tokens-file FILE` every node requires a client token of FILE on every request
+but the probes (`ringkv.server.access`). dev-cluster's own look at `GET /cluster` then
+needs a credential too: it uses RINGKV_ADMIN_TOKEN when set, or else makes an admin
+token for the run, and hands it to the nodes the way it hands them the secret (through
+their environment, never printed).
+
 Node nI listens on HTTP P+I-1 and RPC Q+I-1 and keeps its data and its `node.log`
 (stdout and stderr, appended across runs) in D/nI, so running the command again on the
 same data directory brings the same cluster back. A node that exits during start-up
@@ -40,7 +54,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from ringkv.client import Client, RingkvError
+from ringkv.client import Client, RingkvError, tls_context
 from ringkv.core.config import ConfigError, env_var
 from ringkv.core.config_loader import load_config
 
@@ -67,6 +81,11 @@ class DevClusterSpec:
     cluster_secret: str | None = None
     inject_latency: str | None = None  # experiments only: every node delays WARS legs
     experimental: bool | None = None
+    tls: bool | None = None  # internode mutual TLS and HTTPS, certificates in D/tls
+    tokens_file: str | None = None  # client tokens every node requires
+    # What dev-cluster's probes of GET /cluster send when nodes require tokens: an admin
+    # token the nodes get through their environment (see `with_probe_token`).
+    probe_token: str | None = None
 
     def node_id(self, i: int) -> str:
         return f"n{i}"
@@ -79,6 +98,27 @@ class DevClusterSpec:
 
     def node_dir(self, i: int) -> Path:
         return Path(self.data_dir) / self.node_id(i)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def http_url(self, i: int) -> str:
+        return f"{self.scheme}://{HOST}:{self.http_port(i)}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the CA and the node certificates are (made by `make_certificates`)."""
+        return (Path(self.data_dir) / "tls").resolve()
+
+    @property
+    def ca_path(self) -> Path | None:
+        """The CA certificate clients verify the nodes against; None without --tls."""
+        return self.tls_dir / "ca.crt" if self.tls else None
+
+    def tls_files(self, i: int) -> tuple[Path, Path]:
+        """(certificate, key) of node i."""
+        return self.tls_dir / f"{self.node_id(i)}.crt", self.tls_dir / f"{self.node_id(i)}.key"
 
     def node_args(self, i: int) -> list[str]:
         """`ringkv serve` arguments of node i (1-based)."""
@@ -104,6 +144,12 @@ class DevClusterSpec:
                 args += ["--" + name.replace("_", "-"), str(value)]
         if self.experimental:
             args.append("--experimental")
+        if self.tls:
+            cert, key = self.tls_files(i)
+            args += ["--tls-ca", str(self.tls_dir / "ca.crt"), "--tls-cert", str(cert),
+                     "--tls-key", str(key), "--http-tls", "on"]
+        if self.tokens_file:
+            args += ["--tokens-file", str(Path(self.tokens_file).resolve())]
         return args
 
     def node_command(self, i: int) -> list[str]:
@@ -118,7 +164,44 @@ class DevClusterSpec:
             env[env_var("cluster_secret")] = self.cluster_secret
         else:
             env.pop(env_var("cluster_secret"), None)
+        if self.probe_token:
+            env[env_var("admin_token")] = self.probe_token
         return env
+
+    def with_probe_token(self, env: Mapping[str, str]) -> DevClusterSpec:
+        """With the credential its probes need when the nodes require client tokens:
+        RINGKV_ADMIN_TOKEN in `env`, or a new one (an admin token passes every check
+        of `ringkv.server.access`, whatever the tokens file holds). None without
+        --tokens-file: then the nodes need no token and get none."""
+        if not self.tokens_file:
+            return replace(self, probe_token=None)
+        token = (self.probe_token or env.get(env_var("admin_token"), "").strip()
+                 or secrets.token_urlsafe(32))
+        return replace(self, probe_token=token)
+
+    def make_certificates(self) -> list[Path]:
+        """The CA and node certificates under `tls_dir`, made where missing; the files
+        made (none when a previous run made them all). A node whose certificate or key
+        is missing while the other exists is an error: a rotation is not guessed at."""
+        from ringkv.tools.certs import init_ca, issue
+
+        made: list[Path] = []
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        self.tls_dir.chmod(0o700)  # it holds the CA's key
+        ca, ca_key = self.tls_dir / "ca.crt", self.tls_dir / "ca.key"
+        if not ca.exists() and not ca_key.exists():
+            made += init_ca(self.tls_dir, name="ringkv dev-cluster CA")
+        elif not (ca.exists() and ca_key.exists()):
+            raise ConfigError("--tls", f"{self.tls_dir} holds only one of ca.crt and ca.key;"
+                              " remove the directory to start the CA afresh")
+        for i in range(1, self.nodes + 1):
+            cert, key = self.tls_files(i)
+            if not cert.exists() and not key.exists():
+                made += issue(self.tls_dir, self.node_id(i))
+            elif not (cert.exists() and key.exists()):
+                raise ConfigError("--tls", f"{self.tls_dir} holds only one of {cert.name}"
+                                  f" and {key.name}; remove it to issue a new pair")
+        return made
 
     def with_secret(self, env: Mapping[str, str]) -> DevClusterSpec:
         """With a secret: the one given, RINGKV_CLUSTER_SECRET in `env`, or a new one."""
@@ -151,14 +234,34 @@ class DevClusterSpec:
             "rpc_port": self.base_rpc_port,
         }
         for name in ("storage", "n", "r", "w", "vnodes", "sync", "cluster_secret",
-                     "inject_latency", "experimental"):
+                     "inject_latency", "experimental", "tokens_file"):
             options[name] = getattr(self, name)
+        if self.tls:
+            cert, key = self.tls_files(1)
+            options.update(tls_ca=str(self.ca_path), tls_cert=str(cert), tls_key=str(key),
+                           http_tls="on")
         load_config(options, env={})
+        if self.tokens_file:
+            self._check_tokens_file(self.tokens_file)
         # A node is ready once it sees the default quorums' worth of members up.
         quorum = max(2 if self.r is None else self.r, 2 if self.w is None else self.w)
         if self.nodes < quorum:
             raise ConfigError("--nodes", f"{self.nodes} node(s) can never reach the default"
                               f" quorum of {quorum}; start at least {quorum} or lower --r/--w")
+
+    @staticmethod
+    def _check_tokens_file(path: str) -> None:
+        """Every node would refuse a bad tokens file; say so once (by line number only:
+        the file's tokens are never echoed)."""
+        from ringkv.server.access import load_tokens
+
+        try:
+            load_tokens(path)
+        except OSError as exc:
+            raise ConfigError("--tokens-file", f"cannot read {path}: {exc.strerror}") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            reason = str(exc) if isinstance(exc, ValueError) else "not UTF-8 text"
+            raise ConfigError("--tokens-file", f"{path}: {reason}") from None
 
 
 class _Node:
@@ -169,13 +272,17 @@ class _Node:
         self.env = dict(env)
         self.dir = spec.node_dir(i)
         self.log_path = self.dir / "node.log"
-        self.http_url = f"http://{HOST}:{spec.http_port(i)}"
+        self.http_url = spec.http_url(i)
         self.rpc_addr = f"{HOST}:{spec.rpc_port(i)}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_offset = 0
         self.reported_exit = False
-        self.client = Client(self.http_url, timeout=PROBE_TIMEOUT)
-        self.http = httpx.Client(base_url=self.http_url, timeout=PROBE_TIMEOUT, trust_env=False)
+        # Over TLS the probes verify the nodes as any client does: against the CA.
+        self.client = Client(self.http_url, timeout=PROBE_TIMEOUT, ca=spec.ca_path,
+                             token=spec.probe_token)
+        verify = tls_context(spec.ca_path) if spec.ca_path else None
+        self.http = httpx.Client(base_url=self.http_url, timeout=PROBE_TIMEOUT, trust_env=False,
+                                 verify=True if verify is None else verify)
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -374,20 +481,34 @@ class _DevCluster:
         )
 
     def print_ready(self) -> None:
+        spec = self.spec
         table = Table(title=f"ringkv dev-cluster: {len(self.nodes)} nodes up")
-        for column in ("node", "http", "rpc", "data + log"):
+        for column in (("node", spec.scheme, "rpc", "data + log")):
             table.add_column(column)
         for node in self.nodes:
             table.add_row(node.node_id, node.http_url, node.rpc_addr, str(node.dir))
         self.console.print(table)
         a = self.nodes[0].http_url
         b = self.nodes[1 % len(self.nodes)].http_url
+        curl, ringkv, notes = "curl", "", []
+        if spec.ca_path is not None:
+            # The path is what a client needs; it is printed whole, on a line of its
+            # own, for scripts to find.
+            self.console.print(f"CA: {spec.ca_path}", highlight=False, markup=False,
+                               soft_wrap=True)
+            curl += f" --cacert {spec.ca_path}"
+            notes.append(f"  export RINGKV_CA={spec.ca_path}   # for ringkv and the client")
+        if spec.tokens_file:
+            curl += " -H \"Authorization: Bearer $TOKEN\""
+            ringkv = " --token \"$TOKEN\""
+            notes.append(f"  TOKEN=<a token of {spec.tokens_file}>   # every request needs one"
+                         " (RINGKV_TOKEN for ringkv)")
         self.console.print(
-            "try:\n"
-            f"  curl -i -X PUT --data-binary 'hello' {a}/kv/greeting\n"
-            f"  curl -i {b}/kv/greeting\n"
-            f"  ringkv get greeting --node {b}\n"
-            f"  ringkv cluster status --node {a}\n"
+            "try:\n" + "".join(note + "\n" for note in notes)
+            + f"  {curl} -i -X PUT --data-binary 'hello' {a}/kv/greeting\n"
+            f"  {curl} -i {b}/kv/greeting\n"
+            f"  ringkv get greeting --node {b}{ringkv}\n"
+            f"  ringkv cluster status --node {a}{ringkv}\n"
             "press Ctrl-C to stop the cluster",
             highlight=False,
             markup=False,
@@ -462,12 +583,21 @@ def run_dev_cluster(
 ) -> int:
     """Run the cluster until a stop signal; return the process exit code."""
     console = console or Console(soft_wrap=True)
-    spec = spec.with_secret(os.environ)
+    spec = spec.with_secret(os.environ).with_probe_token(os.environ)
     try:
         spec.validate()
+        if spec.tls:
+            made = spec.make_certificates()
+            if made:
+                console.print(f"made {len(made) // 2} TLS certificate(s) in {spec.tls_dir}",
+                              highlight=False, markup=False, soft_wrap=True)
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]", highlight=False)
         return 2
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot make the TLS certificates in {spec.tls_dir}: {exc}[/red]",
+                      highlight=False)
+        return 1
     cluster = _DevCluster(spec, console)
     problem = cluster.preflight()
     if problem:

@@ -8,8 +8,9 @@
 
 Job: the command-line face of `pbs` (the WARS predictor), `sim.staleness` (trials in
 the deterministic simulation) and `ringkv.tools.live_staleness` (trials against a cluster
-started with `--inject-latency`): run the trials with a progress bar, print measured
-against predicted with the RMSE, write JSON, draw PNG plots.
+started with `--inject-latency`): run the trials with a progress bar (trials done, time
+elapsed and remaining; on stderr, only while it is a terminal), print measured against
+predicted with the RMSE, write JSON, draw PNG plots.
 
 The JSON of `staleness` always has `{"measured": {"<t>": p}, "predicted": {"<t>": p},
 "rmse": x}` (t in ms as text, p in [0, 1]) plus the run's settings, k-staleness, and in
@@ -35,7 +36,13 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from pbs.closed_form import p_nonintersect, rmse
@@ -47,6 +54,7 @@ from pbs.model import (
     visibility_at,
     visibility_thresholds,
 )
+from ringkv.tools.progress import show_progress
 
 PREDICT_TRIALS = 100_000
 
@@ -92,9 +100,12 @@ def _legs(ctx: click.Context, param: click.Parameter, value: str | None) -> Legs
 
 @contextmanager
 def _progress(console: Console, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """Trials done of `total`, elapsed and remaining time, on stderr while it is a
+    terminal (`ringkv.tools.progress.show_progress`); nothing otherwise."""
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+                  TextColumn("eta"), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not show_progress(None)) as bar:
         task = bar.add_task(label, total=total)
         yield lambda k: bar.advance(task, k)
 

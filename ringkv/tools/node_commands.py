@@ -182,6 +182,14 @@ def serve(**options: str | None) -> None:
               help="Experiments only: every node delays each WARS leg (needs --experimental).")
 @click.option("--experimental", "experimental", is_flag=True, default=None,
               help="Pass --experimental to every node.")
+@click.option("--tls", "tls", is_flag=True, default=None,
+              help="Mutual TLS between the nodes and HTTPS for clients, with a CA and node"
+              " certificates made in DATA-DIR/tls (kept for the next run); prints the CA"
+              " that clients verify the nodes against (--ca).")
+@click.option("--tokens-file", "tokens_file", default=None, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Client tokens every node requires (`token role [bucket,...]` a line;"
+              " see ringkv serve --tokens-file).")
 @click.option(
     "--startup-timeout",
     type=click.FloatRange(min=1),
@@ -192,7 +200,8 @@ def serve(**options: str | None) -> None:
 def dev_cluster(**options: Any) -> None:
     """Start a whole local cluster (K processes on 127.0.0.1) until Ctrl-C.
 
-    Restarting it on the same --data-dir brings the same cluster back.
+    Restarting it on the same --data-dir brings the same cluster back. With --tls,
+    clients reach it at https:// addresses with the printed CA (ringkv ... --ca FILE).
     """
     from ringkv.tools.devcluster import DevClusterSpec, run_dev_cluster
 
