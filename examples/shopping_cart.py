@@ -16,12 +16,16 @@ Usage (against a local cluster):
 
 Options: --node URL (repeatable; shoppers are spread over the nodes; default
 http://127.0.0.1:8001), --shoppers K (default 4), --items M per shopper (default 5),
---cart KEY (default: a fresh key per run). Exits 0 when the final cart holds every
-item added, 1 otherwise, 2 when the cluster cannot be reached.
+--cart KEY (default: a fresh key per run), --set (the cart as a ringkv set). Exits 0
+when the final cart holds every item added (and, with --set, none removed), 1
+otherwise, 2 when the cluster cannot be reached.
 
 Caveat (also from the paper): a union merge cannot express removals -- an item
-removed on one side of a conflict comes back from the other. Real carts keep
-tombstones for removed items or use a CRDT such as an OR-set.
+removed on one side of a conflict comes back from the other. With --set the cart is
+instead a ringkv set (`/sets/{cart}`, an add-wins observed-remove set): shoppers add
+with `sadd`, and each then takes its first item out again with `srem`, which removes
+exactly what its read observed. No client-side merge, no sibling, and a removed item
+stays removed: the final cart must hold every item added and none removed.
 """
 
 from __future__ import annotations
@@ -80,6 +84,51 @@ async def shopper(
     return added
 
 
+async def set_shopper(
+    name: str, node: str, cart: str, items: int, log: list[str]
+) -> tuple[set[str], set[str]]:
+    """Add `items` items to the set cart, then take the first one out again."""
+    added: set[str] = set()
+    async with AsyncClient(node) as kv:
+        for j in range(1, items + 1):
+            item = f"{name}-item{j}"
+            await kv.sadd(cart, item)
+            added.add(item)
+            log.append(f"{name} (via {node}) added {item}")
+            await asyncio.sleep(0)
+        first = f"{name}-item1"
+        await kv.srem(cart, first)  # reads the set, removes exactly what it observed
+        log.append(f"{name} (via {node}) removed {first}")
+    return added, {first}
+
+
+async def main_set(args: argparse.Namespace, cart: str, nodes: list[str]) -> int:
+    log: list[str] = []
+    print(f"{args.shoppers} shoppers x {args.items} items -> set cart {cart!r}")
+    results = await asyncio.gather(
+        *(
+            set_shopper(f"shopper{i}", nodes[i % len(nodes)], cart, args.items, log)
+            for i in range(1, args.shoppers + 1)
+        )
+    )
+    added = set().union(*(a for a, _ in results))
+    removed = set().union(*(r for _, r in results))
+    if args.verbose:
+        print("\n".join(log))
+    async with AsyncClient(nodes[0]) as kv:
+        final = set((await kv.smembers(cart)).elements)
+    print(f"final cart ({len(final)} items):")
+    for item in sorted(final):
+        print(f"  {item}")
+    missing, back = (added - removed) - final, final & removed
+    if missing or back:
+        print(f"LOST {sorted(missing)}; REMOVED BUT BACK {sorted(back)}", file=sys.stderr)
+        return 1
+    print(f"all {len(added - removed)} kept items are in the cart, all {len(removed)}"
+          " removed ones are gone")
+    return 0
+
+
 async def main_async(args: argparse.Namespace) -> int:
     cart = args.cart or f"cart:{uuid.uuid4().hex[:8]}"
     merge = Merger()
@@ -95,6 +144,8 @@ async def main_async(args: argparse.Namespace) -> int:
         )
         return 2
 
+    if args.set:
+        return await main_set(args, cart, nodes)
     print(f"{args.shoppers} shoppers x {args.items} items -> cart {cart!r}")
     results = await asyncio.gather(
         *(
@@ -135,6 +186,8 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=5, metavar="M", help="items per shopper")
     parser.add_argument("--cart", default=None, metavar="KEY", help="cart key [fresh]")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every addition")
+    parser.add_argument("--set", action="store_true",
+                        help="keep the cart as a ringkv set (add and remove, no merging)")
     args = parser.parse_args()
     if args.shoppers < 1 or args.items < 1:
         parser.error("--shoppers and --items must be at least 1")

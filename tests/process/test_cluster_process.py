@@ -16,8 +16,11 @@ import os
 import random
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import msgpack
@@ -602,3 +605,14 @@ def test_client_update_shopping_cart(healthy: Cluster) -> None:
     cart = set(json.loads(merge(result.values)))
     want = {f"item-{i}-{j}" for i in range(len(healthy)) for j in range(items_per_shopper)}
     assert cart == want, (want - cart, cart - want)
+
+
+def test_the_set_cart_example_keeps_adds_and_removes(healthy: Cluster) -> None:
+    # The README's set-based cart: concurrent shoppers add and remove through different
+    # nodes; the final cart holds every kept item and none of the removed ones.
+    example = Path(__file__).resolve().parents[2] / "examples" / "shopping_cart.py"
+    nodes = [arg for node in healthy.nodes for arg in ("--node", node.url)]
+    res = subprocess.run([sys.executable, str(example), "--set", "--shoppers", "5",
+                          "--items", "4", *nodes], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "removed ones are gone" in res.stdout
