@@ -17,10 +17,15 @@ The package's parts, whose public names this module re-exports (import them from
 - ``ringkv.client.errors``: the exceptions and which answer stands for which;
 - ``ringkv.client.failover``: which node a request goes to and whether it may be sent
   again, as one pure policy;
-- ``ringkv.client.update_plan``: `update` as a generator of I/O steps, written once;
+- ``ringkv.client.plans``: every operation, written once, as a plan -- a generator
+  yielding the requests it needs and given their answers -- the multi-step ones
+  included (`srem` reading first, the key listing following its cursor);
+  ``ringkv.client.update_plan``: `update` (read, merge, write back, retry) as one;
+- ``ringkv.client.runner``: a plan's requests over the nodes, through the failover
+  policy, as attempts and pauses;
 - ``ringkv.client.client`` / ``ringkv.client.async_client``: `Client` and
-  `AsyncClient`, which send the requests, follow the policy and execute the plan;
-  they differ solely in how a request travels (httpx sync vs async).
+  `AsyncClient`, whose methods are one line each, running a plan; they differ solely
+  in how an attempt travels and a pause is slept (httpx sync vs async).
 
 The package speaks HTTP only: it imports no other part of ringkv, so an application
 needs nothing of the server to use it.

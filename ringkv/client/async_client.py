@@ -1,10 +1,11 @@
 """`AsyncClient`: the asyncio twin of ``ringkv.client.client.Client``.
 
 Job: the same methods as `Client`, awaitable, over ``httpx.AsyncClient``; `keys` is an
-async iterator. Requests are built and answers parsed by the same pure functions, and
-`_send` follows the same failover policy (``ringkv.client.failover``): only the
-sending, the sleeping (``asyncio.sleep`` unless one is injected) and the awaiting
-differ. See `Client` for what each method does and when a request is sent again.
+async iterator. Both clients run the same plans (``ringkv.client.plans``: every
+operation written once) through the same failover loop (``ringkv.client.runner``):
+only the sending, the sleeping (``asyncio.sleep`` unless one is injected) and the
+awaiting differ. See `Client` for what each method does and when a request is sent
+again.
 
 TLS and tokens as for `Client`: `ca`, `cert` and `key` make the context of
 ``https://`` nodes, `token` goes on every request, `admin_token` (else `token`) on the
@@ -21,74 +22,29 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
-from ringkv.client.buckets import (
-    Key,
-    MGetResult,
-    build_bucket_props,
-    build_keys_page,
-    build_mget,
-    build_set_bucket_props,
-    parse_bucket_props,
-    parse_keys_page,
-    parse_mget,
-    parse_set_bucket_props,
-)
-from ringkv.client.datatypes import (
-    SetResult,
-    build_counter,
-    build_incr,
-    build_set_update,
-    build_smembers,
-    observed,
-    parse_counter,
-    parse_incr,
-    parse_set_update,
-    parse_smembers,
-)
-from ringkv.client.failover import Failover, Resend, RetryPolicy, status_failure
-from ringkv.client.protocol import (
-    DEFAULT_BUCKET,
-    GetResult,
-    HttpRequest,
-    HttpResponse,
-    Quorum,
-    RingkvError,
-    build_admin,
-    build_cluster,
-    build_delete,
-    build_get,
-    build_health,
-    build_lookup,
-    build_metrics,
-    build_put,
-    parse_admin,
-    parse_delete,
-    parse_get,
-    parse_lookup,
-    parse_metrics,
-    parse_object,
-    parse_put,
-    remove_path,
-)
+from ringkv.client import plans
+from ringkv.client.buckets import Key, MGetResult
+from ringkv.client.datatypes import SetResult
+from ringkv.client.failover import Failover, RetryPolicy
+from ringkv.client.plans import Plan, Sleep
+from ringkv.client.protocol import DEFAULT_BUCKET, GetResult, Quorum
+from ringkv.client.runner import Outcome, over_nodes
 from ringkv.client.transport import (
     DEFAULT_TIMEOUT,
     PathArg,
     bearer_token,
-    failure_of,
-    gave_up,
-    new_idempotency_key,
     node_urls,
-    request_args,
     tls_context,
-    to_response,
 )
-from ringkv.client.update_plan import Read, Stepper, Write, update_plan
+from ringkv.client.update_plan import update_plan
 
 __all__ = ["AsyncClient"]
+
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -142,25 +98,27 @@ class AsyncClient:
         """The node the next request goes to first: the last one that answered."""
         return self._failover.preferred
 
-    async def _send(self, req: HttpRequest) -> HttpResponse:
-        walk = self._failover.start(req.resend)
-        while True:
-            try:
-                args = request_args(req, self._token)
-                answer = to_response(await self._http[walk.url].request(**args))
-            except httpx.HTTPError as exc:
-                pause = walk.failed(failure_of(exc))
-                if pause is None:
-                    raise gave_up(walk, exc) from None
-            else:
-                failure = status_failure(answer.status)
-                if failure is None:
-                    walk.succeeded()
-                    return answer
-                pause = walk.failed(failure)
-                if pause is None:
-                    return answer  # its parser raises what the answer stands for
-            await self._sleep(pause)
+    async def _run(self, plan: Plan[T]) -> T:
+        """Run `plan`: each attempt it leads to awaited here, each pause slept; its result."""
+        steps = over_nodes(plan, self._failover, self._token)
+        try:
+            outcome: Outcome = None
+            while True:
+                try:
+                    step = steps.send(outcome)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                if isinstance(step, Sleep):
+                    await self._sleep(step.seconds)
+                    outcome = None
+                    continue
+                try:
+                    outcome = await self._http[step.url].request(**step.args)
+                except httpx.HTTPError as exc:
+                    outcome = exc
+        finally:
+            steps.close()
 
     # ------------------------------------------------------------------- key-value
 
@@ -173,7 +131,7 @@ class AsyncClient:
         bucket: str | None = None,
     ) -> GetResult:
         """Read a key; `found` is False when there is no live value."""
-        return parse_get(await self._send(build_get(key, r, timeout, bucket=bucket)))
+        return await self._run(plans.get(key, r, timeout, bucket=bucket))
 
     async def put(
         self,
@@ -190,9 +148,9 @@ class AsyncClient:
         if_none_match: bool = False,
     ) -> str:
         """Write a value; supersedes what `context` covers. Returns the new context."""
-        req = build_put(key, value, context, w, ttl, content_type, timeout, bucket=bucket,
-                        if_match=if_match, if_none_match=if_none_match)
-        return parse_put(await self._send(req))
+        return await self._run(plans.put(key, value, context, w, ttl, content_type, timeout,
+                                         bucket=bucket, if_match=if_match,
+                                         if_none_match=if_none_match))
 
     async def delete(
         self,
@@ -205,8 +163,8 @@ class AsyncClient:
         if_match: str | None = None,
     ) -> None:
         """Delete what `context` covers (a tombstone); deleting a missing key is fine."""
-        req = build_delete(key, context, w, timeout, bucket=bucket, if_match=if_match)
-        parse_delete(await self._send(req))
+        await self._run(plans.delete(key, context, w, timeout, bucket=bucket,
+                                     if_match=if_match))
 
     async def update(
         self,
@@ -221,28 +179,8 @@ class AsyncClient:
         bucket: str | None = None,
     ) -> bytes:
         """Read-modify-write with sibling merge and 503 retries; see `Client.update`."""
-        stepper = Stepper(update_plan(key, fn, merge, retries, r, w, content_type, bucket))
-        try:
-            step = stepper.next()
-            while step is not None:
-                reply: object = None
-                error: RingkvError | None = None
-                try:
-                    if isinstance(step, Read):
-                        reply = await self.get(step.key, step.r, bucket=step.bucket)
-                    elif isinstance(step, Write):
-                        reply = await self.put(step.key, step.value, step.context, step.w,
-                                               content_type=step.content_type,
-                                               bucket=step.bucket)
-                    else:
-                        await self._sleep(step.seconds)
-                except RingkvError as exc:
-                    error = exc
-                step = stepper.next(reply, error)
-        finally:
-            stepper.close()
-        assert stepper.result is not None
-        return stepper.result
+        return await self._run(update_plan(key, fn, merge, retries, r, w, content_type,
+                                           bucket))
 
     # -------------------------------------------------------------- counters, sets
 
@@ -258,9 +196,8 @@ class AsyncClient:
     ) -> None:
         """Add `amount` to a counter, at most once per idempotency key (a fresh random
         one when None); see `Client.incr`."""
-        key_ = idempotency_key if idempotency_key is not None else new_idempotency_key()
-        req = build_incr(key, amount, key_, w, timeout, bucket=bucket)
-        parse_incr(await self._send(req))
+        await self._run(plans.incr(key, amount, idempotency_key, w=w, timeout=timeout,
+                                   bucket=bucket))
 
     async def counter(
         self,
@@ -271,7 +208,7 @@ class AsyncClient:
         bucket: str | None = None,
     ) -> int | None:
         """A counter's value; None when it was never incremented."""
-        return parse_counter(await self._send(build_counter(key, r, timeout, bucket=bucket)))
+        return await self._run(plans.counter(key, r=r, timeout=timeout, bucket=bucket))
 
     async def smembers(
         self,
@@ -282,7 +219,7 @@ class AsyncClient:
         bucket: str | None = None,
     ) -> SetResult:
         """A set's elements (sorted) and its context; ``found`` False if never written."""
-        return parse_smembers(await self._send(build_smembers(key, r, timeout, bucket=bucket)))
+        return await self._run(plans.smembers(key, r=r, timeout=timeout, bucket=bucket))
 
     async def set_update(
         self,
@@ -296,8 +233,8 @@ class AsyncClient:
         bucket: str | None = None,
     ) -> None:
         """Add and remove elements at once; see `Client.set_update`."""
-        req = build_set_update(key, add, remove, context, w, timeout, bucket=bucket)
-        parse_set_update(await self._send(req))
+        await self._run(plans.set_update(key, add, remove, context, w=w, timeout=timeout,
+                                         bucket=bucket))
 
     async def sadd(
         self,
@@ -308,7 +245,7 @@ class AsyncClient:
         bucket: str | None = None,
     ) -> None:
         """Add elements to a set."""
-        await self.set_update(key, elements, w=w, timeout=timeout, bucket=bucket)
+        await self._run(plans.sadd(key, elements, w=w, timeout=timeout, bucket=bucket))
 
     async def srem(
         self,
@@ -322,15 +259,8 @@ class AsyncClient:
     ) -> list[str]:
         """Remove elements from a set; without `context`, first read it and remove
         exactly what the read observed. See `Client.srem`."""
-        if context is None:
-            seen = await self.smembers(key, r=r, timeout=timeout, bucket=bucket)
-            removing, context = observed(elements, seen), seen.context
-            if not removing:
-                return []
-        else:
-            removing = list(elements)
-        await self.set_update(key, (), removing, context, w=w, timeout=timeout, bucket=bucket)
-        return removing
+        return await self._run(plans.srem(key, elements, context=context, r=r, w=w,
+                                          timeout=timeout, bucket=bucket))
 
     # ------------------------------------------------------ buckets, listing, mget
 
@@ -344,8 +274,7 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> tuple[list[Key], str | None]:
         """One page of a bucket's live keys and the cursor of the next (None: done)."""
-        answer = await self._send(build_keys_page(bucket, limit, cursor, r, timeout))
-        return parse_keys_page(answer, cursor)
+        return await self._run(plans.keys_page(bucket, limit, cursor, r=r, timeout=timeout))
 
     async def keys(
         self,
@@ -356,13 +285,10 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> AsyncIterator[Key]:
         """Every live key of a bucket, once each, following the cursor page by page."""
-        cursor: str | None = None
-        while True:
-            page, cursor = await self.keys_page(bucket, limit, cursor, r=r, timeout=timeout)
-            for key in page:
+        listing = plans.Listing(bucket, limit, r, timeout)
+        while (page := listing.next_page()) is not None:
+            for key in await self._run(page):
                 yield key
-            if cursor is None:
-                return
 
     async def mget(
         self,
@@ -372,44 +298,41 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> list[MGetResult]:
         """Read 1 to 100 keys of one bucket in one request; one result per key, in order."""
-        keys = list(keys)
-        return parse_mget(await self._send(build_mget(keys, r, timeout, bucket=bucket)), keys)
+        return await self._run(plans.mget(keys, bucket, r, timeout))
 
     async def bucket_props(self, bucket: str | None = DEFAULT_BUCKET) -> dict[str, Any]:
         """Every property of a bucket (the defaults for one never configured)."""
-        return parse_bucket_props(await self._send(build_bucket_props(bucket)))
+        return await self._run(plans.bucket_props(bucket))
 
     async def set_bucket_props(self, bucket: str | None, **props: object) -> None:
         """Set some of `r`, `w`, `ttl`, `conflict` (siblings / lww), `max_siblings`."""
-        parse_set_bucket_props(await self._send(build_set_bucket_props(bucket, props)))
+        await self._run(plans.set_bucket_props(bucket, props, self._admin_token))
 
     # ------------------------------------------------------------------ the cluster
 
     async def cluster(self) -> dict[str, Any]:
         """A node's view of the cluster (`GET /cluster`)."""
-        return parse_object(await self._send(build_cluster()))
+        return await self._run(plans.cluster())
 
     async def health(self) -> dict[str, Any]:
         """`GET /health` of the first node; raises unless it serves reads and writes."""
-        return parse_object(await self._send(build_health()))
+        return await self._run(plans.health())
 
     async def lookup(self, key: Key) -> list[str]:
         """The key's preference list (`GET /ring/lookup`)."""
-        return parse_lookup(await self._send(build_lookup(key)))
+        return await self._run(plans.lookup(key))
 
     async def leave(self) -> dict[str, Any]:
         """Ask the first node to hand off its data and leave the cluster."""
-        req = build_admin("POST", "/cluster/leave", self._admin_token, Resend.PINNED)
-        return parse_admin(await self._send(req))
+        return await self._run(plans.leave(self._admin_token))
 
     async def remove(self, node_id: str) -> dict[str, Any]:
         """Remove a member that is dead for good; its ranges are re-replicated."""
-        req = build_admin("POST", remove_path(node_id), self._admin_token)
-        return parse_admin(await self._send(req))
+        return await self._run(plans.remove(node_id, self._admin_token))
 
     async def metrics(self) -> str:
         """Prometheus text exposition of the first node's metrics."""
-        return parse_metrics(await self._send(build_metrics()))
+        return await self._run(plans.metrics())
 
     async def aclose(self) -> None:
         for http in self._http.values():

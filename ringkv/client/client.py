@@ -1,11 +1,11 @@
 """`Client`: the synchronous client of a ringkv cluster, through one node or several.
 
-Job: carry the requests of ``ringkv.client.protocol``, ``.datatypes`` and ``.buckets``
-over HTTP with httpx and hand back what their parsers make of the answers. Its asyncio
-twin, ``ringkv.client.async_client.AsyncClient``, differs solely in how a request
-travels: every request is built and every answer parsed by the same pure functions,
-`update` executes the same plan (``ringkv.client.update_plan``) and `_send` follows the
-same failover policy (``ringkv.client.failover``).
+Job: run the plans of ``ringkv.client.plans`` (every operation, written once, as the
+requests it needs) over HTTP with httpx, blocking. Its asyncio twin,
+``ringkv.client.async_client.AsyncClient``, runs the very same plans and differs
+solely in how a request travels and how it pauses: each public method here is one
+line naming its plan, and `_run` follows the failover policy through
+``ringkv.client.runner``, which both clients share.
 
 Failover: given several nodes (``Client(urls=[...])``), a request goes to the node that
 answered last and, when that node fails, to the next in turn, after a jittered,
@@ -36,77 +36,31 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
-from ringkv.client.buckets import (
-    Key,
-    MGetResult,
-    build_bucket_props,
-    build_keys_page,
-    build_mget,
-    build_set_bucket_props,
-    parse_bucket_props,
-    parse_keys_page,
-    parse_mget,
-    parse_set_bucket_props,
-)
-from ringkv.client.datatypes import (
-    SetResult,
-    build_counter,
-    build_incr,
-    build_set_update,
-    build_smembers,
-    observed,
-    parse_counter,
-    parse_incr,
-    parse_set_update,
-    parse_smembers,
-)
-from ringkv.client.failover import Failover, Resend, RetryPolicy, status_failure
-from ringkv.client.protocol import (
-    DEFAULT_BUCKET,
-    GetResult,
-    HttpRequest,
-    HttpResponse,
-    Quorum,
-    RingkvError,
-    authorized,
-    build_admin,
-    build_cluster,
-    build_delete,
-    build_get,
-    build_health,
-    build_lookup,
-    build_metrics,
-    build_put,
-    parse_admin,
-    parse_delete,
-    parse_get,
-    parse_lookup,
-    parse_metrics,
-    parse_object,
-    parse_put,
-    remove_path,
-)
+from ringkv.client import plans
+from ringkv.client.buckets import Key, MGetResult
+from ringkv.client.datatypes import SetResult
+from ringkv.client.failover import Failover, RetryPolicy
+from ringkv.client.plans import Plan, Sleep
+from ringkv.client.protocol import DEFAULT_BUCKET, GetResult, Quorum
+from ringkv.client.runner import Outcome, over_nodes
 from ringkv.client.transport import (
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     PathArg,
     bearer_token,
-    failure_of,
-    gave_up,
-    new_idempotency_key,
     node_urls,
     normalize_base_url,
-    request_args,
     tls_context,
-    to_response,
 )
-from ringkv.client.update_plan import Read, Stepper, Write, update_plan
+from ringkv.client.update_plan import update_plan
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_URL", "Client", "normalize_base_url"]
+
+T = TypeVar("T")
 
 
 class Client:
@@ -168,25 +122,27 @@ class Client:
         """The node the next request goes to first: the last one that answered."""
         return self._failover.preferred
 
-    def _send(self, req: HttpRequest) -> HttpResponse:
-        walk = self._failover.start(req.resend)
-        while True:
-            try:
-                args = request_args(req, self._token)
-                answer = to_response(self._http[walk.url].request(**args))
-            except httpx.HTTPError as exc:
-                pause = walk.failed(failure_of(exc))
-                if pause is None:
-                    raise gave_up(walk, exc) from None
-            else:
-                failure = status_failure(answer.status)
-                if failure is None:
-                    walk.succeeded()
-                    return answer
-                pause = walk.failed(failure)
-                if pause is None:
-                    return answer  # its parser raises what the answer stands for
-            self._sleep(pause)
+    def _run(self, plan: Plan[T]) -> T:
+        """Run `plan`: each attempt it leads to made here, each pause slept; its result."""
+        steps = over_nodes(plan, self._failover, self._token)
+        try:
+            outcome: Outcome = None
+            while True:
+                try:
+                    step = steps.send(outcome)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                if isinstance(step, Sleep):
+                    self._sleep(step.seconds)
+                    outcome = None
+                    continue
+                try:
+                    outcome = self._http[step.url].request(**step.args)
+                except httpx.HTTPError as exc:
+                    outcome = exc
+        finally:
+            steps.close()
 
     # ------------------------------------------------------------------- key-value
 
@@ -200,7 +156,7 @@ class Client:
     ) -> GetResult:
         """Read a key; `found` is False when there is no live value. The result's
         `etag` makes a later write conditional (`put(..., if_match=...)`)."""
-        return parse_get(self._send(build_get(key, r, timeout, bucket=bucket)))
+        return self._run(plans.get(key, r, timeout, bucket=bucket))
 
     def put(
         self,
@@ -223,9 +179,9 @@ class Client:
         `PreconditionFailedError` and nothing changes. Best effort, not
         compare-and-swap: two racing conditional writes may both succeed as siblings.
         """
-        req = build_put(key, value, context, w, ttl, content_type, timeout, bucket=bucket,
-                        if_match=if_match, if_none_match=if_none_match)
-        return parse_put(self._send(req))
+        return self._run(plans.put(key, value, context, w, ttl, content_type, timeout,
+                                   bucket=bucket, if_match=if_match,
+                                   if_none_match=if_none_match))
 
     def delete(
         self,
@@ -239,8 +195,7 @@ class Client:
     ) -> None:
         """Delete what `context` covers (a tombstone); deleting a missing key is fine.
         With `if_match`, only if the key is still as the read of that ETag saw it."""
-        req = build_delete(key, context, w, timeout, bucket=bucket, if_match=if_match)
-        parse_delete(self._send(req))
+        self._run(plans.delete(key, context, w, timeout, bucket=bucket, if_match=if_match))
 
     def update(
         self,
@@ -262,27 +217,7 @@ class Client:
         value that may already hold its previous (unacknowledged) write -- true of
         set unions, not of counters (use `incr`). Returns the value written.
         """
-        stepper = Stepper(update_plan(key, fn, merge, retries, r, w, content_type, bucket))
-        try:
-            step = stepper.next()
-            while step is not None:
-                reply: object = None
-                error: RingkvError | None = None
-                try:
-                    if isinstance(step, Read):
-                        reply = self.get(step.key, step.r, bucket=step.bucket)
-                    elif isinstance(step, Write):
-                        reply = self.put(step.key, step.value, step.context, step.w,
-                                         content_type=step.content_type, bucket=step.bucket)
-                    else:
-                        self._sleep(step.seconds)
-                except RingkvError as exc:
-                    error = exc
-                step = stepper.next(reply, error)
-        finally:
-            stepper.close()
-        assert stepper.result is not None
-        return stepper.result
+        return self._run(update_plan(key, fn, merge, retries, r, w, content_type, bucket))
 
     # -------------------------------------------------------------- counters, sets
 
@@ -303,9 +238,7 @@ class Client:
         an increment whose outcome is unknown from elsewhere (another process, after a
         restart), pass a key of your own and send it again with the same key.
         """
-        key_ = idempotency_key if idempotency_key is not None else new_idempotency_key()
-        req = build_incr(key, amount, key_, w, timeout, bucket=bucket)
-        parse_incr(self._send(req))
+        self._run(plans.incr(key, amount, idempotency_key, w=w, timeout=timeout, bucket=bucket))
 
     def counter(
         self,
@@ -317,7 +250,7 @@ class Client:
     ) -> int | None:
         """A counter's value; None when it was never incremented (as `get` gives an
         empty result, not an error, for a missing key)."""
-        return parse_counter(self._send(build_counter(key, r, timeout, bucket=bucket)))
+        return self._run(plans.counter(key, r=r, timeout=timeout, bucket=bucket))
 
     def smembers(
         self,
@@ -328,7 +261,7 @@ class Client:
         bucket: str | None = None,
     ) -> SetResult:
         """A set's elements (sorted) and its context; ``found`` False if never written."""
-        return parse_smembers(self._send(build_smembers(key, r, timeout, bucket=bucket)))
+        return self._run(plans.smembers(key, r=r, timeout=timeout, bucket=bucket))
 
     def set_update(
         self,
@@ -343,8 +276,8 @@ class Client:
     ) -> None:
         """Add and remove elements at once; removing needs `context` (from `smembers`),
         and removes only the adds it observed: an add it did not see survives."""
-        req = build_set_update(key, add, remove, context, w, timeout, bucket=bucket)
-        parse_set_update(self._send(req))
+        self._run(plans.set_update(key, add, remove, context, w=w, timeout=timeout,
+                                   bucket=bucket))
 
     def sadd(
         self,
@@ -355,7 +288,7 @@ class Client:
         bucket: str | None = None,
     ) -> None:
         """Add elements to a set."""
-        self.set_update(key, elements, w=w, timeout=timeout, bucket=bucket)
+        self._run(plans.sadd(key, elements, w=w, timeout=timeout, bucket=bucket))
 
     def srem(
         self,
@@ -374,15 +307,8 @@ class Client:
         what that read observed: elements it did not find are not sent (there is
         nothing of them to remove), and an add concurrent with the read survives.
         """
-        if context is None:
-            seen = self.smembers(key, r=r, timeout=timeout, bucket=bucket)
-            removing, context = observed(elements, seen), seen.context
-            if not removing:
-                return []
-        else:
-            removing = list(elements)
-        self.set_update(key, (), removing, context, w=w, timeout=timeout, bucket=bucket)
-        return removing
+        return self._run(plans.srem(key, elements, context=context, r=r, w=w, timeout=timeout,
+                                    bucket=bucket))
 
     # ------------------------------------------------------ buckets, listing, mget
 
@@ -396,8 +322,7 @@ class Client:
         timeout: float | None = None,
     ) -> tuple[list[Key], str | None]:
         """One page of a bucket's live keys and the cursor of the next (None: done)."""
-        answer = self._send(build_keys_page(bucket, limit, cursor, r, timeout))
-        return parse_keys_page(answer, cursor)
+        return self._run(plans.keys_page(bucket, limit, cursor, r=r, timeout=timeout))
 
     def keys(
         self,
@@ -409,12 +334,9 @@ class Client:
     ) -> Iterator[Key]:
         """Every live key of a bucket, once each, following the cursor page by page
         (`limit` keys a request). Keys are ``str`` when UTF-8, else ``bytes``."""
-        cursor: str | None = None
-        while True:
-            page, cursor = self.keys_page(bucket, limit, cursor, r=r, timeout=timeout)
-            yield from page
-            if cursor is None:
-                return
+        listing = plans.Listing(bucket, limit, r, timeout)
+        while (page := listing.next_page()) is not None:
+            yield from self._run(page)
 
     def mget(
         self,
@@ -424,45 +346,41 @@ class Client:
         timeout: float | None = None,
     ) -> list[MGetResult]:
         """Read 1 to 100 keys of one bucket in one request; one result per key, in order."""
-        keys = list(keys)
-        return parse_mget(self._send(build_mget(keys, r, timeout, bucket=bucket)), keys)
+        return self._run(plans.mget(keys, bucket, r, timeout))
 
     def bucket_props(self, bucket: str | None = DEFAULT_BUCKET) -> dict[str, Any]:
         """Every property of a bucket (the defaults for one never configured)."""
-        return parse_bucket_props(self._send(build_bucket_props(bucket)))
+        return self._run(plans.bucket_props(bucket))
 
     def set_bucket_props(self, bucket: str | None, **props: object) -> None:
         """Set some of `r`, `w`, `ttl`, `conflict` (siblings / lww), `max_siblings`."""
-        parse_set_bucket_props(
-            self._send(authorized(build_set_bucket_props(bucket, props), self._admin_token)))
+        self._run(plans.set_bucket_props(bucket, props, self._admin_token))
 
     # ------------------------------------------------------------------ the cluster
 
     def cluster(self) -> dict[str, Any]:
         """A node's view of the cluster (`GET /cluster`)."""
-        return parse_object(self._send(build_cluster()))
+        return self._run(plans.cluster())
 
     def health(self) -> dict[str, Any]:
         """`GET /health` of the first node; raises unless it serves reads and writes."""
-        return parse_object(self._send(build_health()))
+        return self._run(plans.health())
 
     def lookup(self, key: Key) -> list[str]:
         """The key's preference list (`GET /ring/lookup`)."""
-        return parse_lookup(self._send(build_lookup(key)))
+        return self._run(plans.lookup(key))
 
     def leave(self) -> dict[str, Any]:
         """Ask the first node to hand off its data and leave the cluster."""
-        req = build_admin("POST", "/cluster/leave", self._admin_token, Resend.PINNED)
-        return parse_admin(self._send(req))
+        return self._run(plans.leave(self._admin_token))
 
     def remove(self, node_id: str) -> dict[str, Any]:
         """Remove a member that is dead for good; its ranges are re-replicated."""
-        req = build_admin("POST", remove_path(node_id), self._admin_token)
-        return parse_admin(self._send(req))
+        return self._run(plans.remove(node_id, self._admin_token))
 
     def metrics(self) -> str:
         """Prometheus text exposition of the first node's metrics."""
-        return parse_metrics(self._send(build_metrics()))
+        return self._run(plans.metrics())
 
     def close(self) -> None:
         for http in self._http.values():

@@ -7,16 +7,17 @@ with ``--http-tls mutual`` asks for), checking a bearer token, turning an
 `HttpRequest` into httpx's arguments (with the client token, see
 ``ringkv.client.protocol.authorized``) and httpx's answer into an `HttpResponse`,
 telling how an attempt failed (``ringkv.client.failover.Failure``) and naming the
-failure in a `TransportError`. The decision of what to do about a failure is
-``ringkv.client.failover``'s.
+failure in a `TransportError` (`describe_failure`, which ``ringkv backup`` uses too).
+The decision of what to do about a failure is ``ringkv.client.failover``'s, and the
+loop that follows it ``ringkv.client.runner``'s.
 
-Invariants: nothing of httpx leaks out of the clients but through here; a failure
-is `Failure.UNDELIVERED` only when no connection carried the request (refused,
-unresolvable, connect or pool timeout, a TLS handshake that failed), so a write is
-never sent twice on a guess. A TLS failure is named for what the user can do about it
-(no CA given, a certificate not for this address, a node asking for a client
-certificate, a node that speaks no TLS). A token is never part of an error message:
-a bad one is described, not quoted.
+Invariants: nothing of httpx leaks out of the clients: an httpx error becomes a
+`TransportError` here (`gave_up`); a failure is `Failure.UNDELIVERED` only when no
+connection carried the request (refused, unresolvable, connect or pool timeout, a TLS
+handshake that failed), so a write is never sent twice on a guess. A TLS failure is
+named for what the user can do about it (no CA given, a certificate not for this
+address, a node asking for a client certificate, a node that speaks no TLS). A token
+is never part of an error message: a bad one is described, not quoted.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
     "bearer_token",
+    "describe_failure",
     "failure_of",
     "gave_up",
     "new_idempotency_key",
@@ -217,7 +219,9 @@ def _tls_hint(url: str, exc: httpx.HTTPError) -> str | None:
     return None
 
 
-def _describe(url: str, exc: httpx.HTTPError) -> str:
+def describe_failure(url: str, exc: httpx.HTTPError) -> str:
+    """One line saying why a request to `url` failed with `exc`, in terms of what to do
+    about it (a TLS failure names the option that fixes it). Names no token."""
     hint = _tls_hint(url, exc) if url.startswith("https://") else None
     if hint is not None:
         return hint
@@ -237,7 +241,7 @@ def _describe(url: str, exc: httpx.HTTPError) -> str:
 
 def gave_up(walk: Walk, exc: httpx.HTTPError) -> TransportError:
     """The error of the last attempt of `walk`, saying how many were made when several."""
-    message = _describe(walk.url, exc)
+    message = describe_failure(walk.url, exc)
     if walk.attempts > 1:
         message += f" (after {walk.attempts} attempts on {walk.nodes_tried} node"
         message += "s)" if walk.nodes_tried > 1 else ")"

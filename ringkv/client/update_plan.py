@@ -1,51 +1,26 @@
-"""`update()`: one read-modify-write plan, two drivers.
+"""`update()`: the read-modify-write plan, written once for both clients.
 
 Job: the shopping-cart loop Dynamo applications need -- read, merge the siblings,
 apply the caller's function, write back with the read's context, and retry with
-jittered backoff when a quorum is not reached -- written once, as a generator of I/O
-steps (`Read`, `Write`, `Sleep`). `Client.update` and `AsyncClient.update` only
-execute the steps (sync or awaited) and feed the outcomes back through a `Stepper`.
+jittered backoff when a quorum is not reached -- as a plan
+(``ringkv.client.plans``): built from the `get` and `put` plans, with a `Sleep`
+between attempts. `Client.update` and `AsyncClient.update` only run it.
 
 Invariants: the plan does no I/O itself; it writes at most once per read, always with
 that read's context; it retries only on `QuorumError`, at most `retries` times, and
-re-raises any other error at once.
+re-raises any other error at once. The pause before retry ``k`` is
+`backoff_delay` (looked up in this module when it is needed).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from ringkv.client.protocol import ConflictError, GetResult, Quorum, QuorumError, RingkvError
+from ringkv.client.plans import Plan, Sleep, get, put
+from ringkv.client.protocol import ConflictError, GetResult, Quorum, QuorumError
 
-__all__ = ["Read", "Sleep", "Step", "Stepper", "Write", "backoff_delay", "merged_value",
-           "update_plan"]
-
-
-@dataclass(frozen=True)
-class Read:
-    key: str | bytes
-    r: Quorum | None
-    bucket: str | None = None
-
-
-@dataclass(frozen=True)
-class Write:
-    key: str | bytes
-    value: bytes
-    context: str | None
-    w: Quorum | None
-    content_type: str | None
-    bucket: str | None = None
-
-
-@dataclass(frozen=True)
-class Sleep:
-    seconds: float
-
-
-Step = Read | Write | Sleep
+__all__ = ["backoff_delay", "merged_value", "update_plan"]
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -79,41 +54,20 @@ def update_plan(
     w: Quorum | None,
     content_type: str | None,
     bucket: str | None = None,
-) -> Generator[Step, object, bytes]:
-    """Read-merge-apply-write, retried on QuorumError; yields the I/O it needs done."""
+) -> Plan[bytes]:
+    """Read-merge-apply-write, retried on QuorumError; returns the value written."""
     attempt = 0
     while True:
         try:
-            got = yield Read(key, r, bucket)
-            assert isinstance(got, GetResult)
+            got = yield from get(key, r, bucket=bucket)
             new = fn(merged_value(got, merge, key))
             if not isinstance(new, bytes | bytearray):
                 raise TypeError(f"update fn must return bytes, not {type(new).__name__}")
-            yield Write(key, bytes(new), got.context, w, content_type, bucket)
+            yield from put(key, bytes(new), got.context, w, content_type=content_type,
+                           bucket=bucket)
             return bytes(new)
         except QuorumError:
             if attempt >= retries:
                 raise
         yield Sleep(backoff_delay(attempt))
         attempt += 1
-
-
-class Stepper:
-    """Advances an update plan: feed it the outcome of each step, get the next one."""
-
-    def __init__(self, plan: Generator[Step, object, bytes]) -> None:
-        self._plan = plan
-        self.result: bytes | None = None
-
-    def next(self, reply: object = None, error: RingkvError | None = None) -> Step | None:
-        """The next step to execute, or None when done (then `result` is set)."""
-        try:
-            if error is not None:
-                return self._plan.throw(error)
-            return self._plan.send(reply)
-        except StopIteration as stop:
-            self.result = stop.value
-            return None
-
-    def close(self) -> None:
-        self._plan.close()

@@ -1,11 +1,16 @@
 """`ringkv backup` and `ringkv restore`: a node's hot backup, downloaded and put back.
 
-    ringkv backup --node URL --out DIR [--admin-token T] [--json]
+    ringkv backup --node URL --out DIR [--admin-token T] [--ca FILE] [--cert FILE
+                  [--key FILE]] [--token T] [--json]
     ringkv restore --from DIR --data-dir D [--force] [--json]
 
 Job: `backup` downloads ``GET /admin/backup`` (`ringkv.server.backup`: a tar holding
 ``manifest.json`` then the node's LMDB environment under ``lmdb/``) and unpacks it into
 DIR, checking every file against the manifest's size and SHA-256 as it arrives.
+`backup` reaches an ``https://`` node as every client command does (the shared
+`--ca`, `--cert`, `--key` and `--token` of `ringkv.tools.client_options`, made into a
+TLS context by `ringkv.client.tls_context`), and sends the admin token, else the
+client token (an admin-role token of a tokens file), as ``Authorization: Bearer``.
 `restore` checks DIR again and installs the environment where a node started with
 ``--data-dir D`` opens it (``D/lmdb``, as `ringkv.server.runtime.open_engine` does);
 ``ringkv serve --node-id <the same id> --data-dir D`` then brings the node back with its
@@ -24,8 +29,9 @@ Invariants:
 - `restore` refuses a non-empty D unless ``--force``, which replaces ``D/lmdb`` only,
   and never while a process (a running node) has that environment open.
 
-Progress (bytes downloaded, files checked) goes to stderr when it is a terminal
-(``--progress`` / ``--no-progress`` override); ``--json`` prints a summary on stdout.
+Progress (bytes downloaded, files checked) is a status line on stderr when it is a
+terminal (`ringkv.tools.progress`; ``--progress`` / ``--no-progress`` override);
+``--json`` prints a summary on stdout.
 Both exit 0 on success and 4 on any refusal or error, with one line on stderr
 (`ringkv.tools.exits`).
 """
@@ -36,22 +42,21 @@ import contextlib
 import json
 import os
 import shutil
-import sys
+import ssl
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from ringkv.tools.client_options import admin_token_option
+from ringkv.tools.client_options import admin_token_option, security, security_options
 from ringkv.tools.exits import EXIT_ERROR, fail
+from ringkv.tools.progress import StatusLine, progress_option, show_progress
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
-
     from ringkv.server.backup import FileEntry, Manifest
 
 __all__ = [
@@ -250,23 +255,41 @@ def _prepare_empty_dir(path: str, what: str) -> bool:
 def download_backup(url: str, out_dir: str, admin_token: str | None = None,
                     timeout: float = 600.0,
                     on_start: Callable[[int | None], None] | None = None,
-                    on_bytes: OnBytes = _no_progress) -> Manifest:
-    """Download the backup of the node at `url` into `out_dir`, checked; its manifest."""
+                    on_bytes: OnBytes = _no_progress, *, token: str | None = None,
+                    verify: ssl.SSLContext | None = None) -> Manifest:
+    """Download the backup of the node at `url` into `out_dir`, checked; its manifest.
+
+    `admin_token`, else `token` (a client token of the admin role), is sent as
+    ``Authorization: Bearer``; an ``https://`` node is verified with `verify` (from
+    `ringkv.client.tls_context`: the cluster CA, and a client certificate for a node
+    with ``--http-tls mutual``), else against the system's roots.
+    """
     import httpx
 
-    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+    from ringkv.client.transport import describe_failure
+
+    bearer = admin_token or token
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     limits = httpx.Timeout(connect=10.0, read=timeout, write=30.0, pool=10.0)
     target = f"{url.rstrip('/')}/admin/backup"
+    answered = False
     try:
-        with httpx.Client(timeout=limits, follow_redirects=False) as http, \
+        with httpx.Client(timeout=limits, follow_redirects=False,
+                          verify=True if verify is None else verify) as http, \
                 http.stream("GET", target, headers=headers) as resp:
+            answered = True
             if resp.status_code != 200:
                 raise BackupError(_refusal(url, resp))
             if on_start is not None:
                 on_start(_content_length(resp.headers.get("Content-Length")))
             return unpack_backup(resp.iter_bytes(CHUNK), out_dir, on_bytes)
     except httpx.HTTPError as exc:
-        raise BackupError(f"backup of {url} failed: {type(exc).__name__}: {exc}") from None
+        if answered:  # the node answered, then the stream broke off
+            raise BackupError(f"backup of {url} failed: {type(exc).__name__}: {exc}"
+                              ) from None
+        # Not connected at all: say why as the client does (a CA to give, a client
+        # certificate the node asks for, http:// and https:// mixed up).
+        raise BackupError(f"backup failed: {describe_failure(url, exc)}") from None
 
 
 def _content_length(text: str | None) -> int | None:
@@ -467,50 +490,33 @@ def _check_environment(path: str, node_id: str) -> tuple[int, int, int]:
 
 
 class _Meter:
-    """Bytes (and files) on stderr while a command runs, when asked to show them."""
+    """Bytes (and the file being checked) on a command's progress line."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
+    __slots__ = ("_done", "_label", "_line", "_total")
 
-    @contextlib.contextmanager
-    def running(self, description: str, total: int | None = None) -> Iterator[_Meter]:
-        if not self.enabled:
-            yield self
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TransferSpeedColumn,
-        )
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), console=Console(stderr=True)) as bar:
-            self._bar, self._task = bar, bar.add_task(description, total=total)
-            try:
-                yield self
-            finally:
-                self._bar = self._task = None
+    def __init__(self, line: StatusLine, label: str, total: int | None = None) -> None:
+        self._line, self._label, self._total = line, label, total
+        self._done = 0
 
     def start(self, total: int | None) -> None:
-        if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, total=total)
+        self._total = total
+        self._show()
 
     def advance(self, n: int) -> None:
-        if self._bar is not None and self._task is not None:
-            self._bar.advance(self._task, n)
+        self._done += n
+        self._show()
 
     def describe(self, text: str) -> None:
-        if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, description=text)
+        self._label = text
+        self._show()
 
-
-def _show_progress(flag: bool | None) -> bool:
-    return sys.stderr.isatty() if flag is None else flag
+    def _show(self) -> None:
+        if not self._line.enabled:
+            return
+        text = f"{self._label}: {_mib(self._done)}"
+        if self._total:
+            text += f" of {_mib(self._total)} ({min(100, 100 * self._done // self._total)}%)"
+        self._line.update(text)
 
 
 def _mib(n: int) -> str:
@@ -539,11 +545,6 @@ def _node_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
-progress_option = click.option(
-    "--progress/--no-progress", default=None,
-    help="Show progress on stderr. [when stderr is a terminal]")
-
-
 @click.command("backup")
 @click.option("--node", required=True, metavar="URL", callback=_node_url,
               help="The node to back up (its HTTP address).")
@@ -551,6 +552,7 @@ progress_option = click.option(
               type=click.Path(file_okay=False),
               help="Directory to unpack the backup into (created; must be empty).")
 @admin_token_option
+@security_options
 @click.option("--timeout", type=click.FloatRange(min=1.0), default=600.0, show_default=True,
               metavar="SECONDS", help="How long to wait for the node's next bytes (the copy"
               " is made before the first).")
@@ -559,19 +561,27 @@ progress_option = click.option(
 def backup(node: str, out_dir: str, admin_token: str | None, timeout: float, as_json: bool,
            progress: bool | None) -> None:
     """Take a hot backup of the node at --node into DIR (its data, identity and ring)."""
-    meter = _Meter(_show_progress(progress))
+    from ringkv.client import tls_context
+
+    given = security()
+    try:
+        verify = tls_context(given.get("ca"), given.get("cert"), given.get("key"))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     began = time.monotonic()
     downloaded = 0
-
-    def count(n: int) -> None:
-        nonlocal downloaded
-        downloaded += n
-        meter.advance(n)
-
     try:
-        with meter.running(f"backing up {node}"):
+        with StatusLine(show_progress(progress)) as line:
+            meter = _Meter(line, f"backing up {node}")
+
+            def count(n: int) -> None:
+                nonlocal downloaded
+                downloaded += n
+                meter.advance(n)
+
             manifest = download_backup(node, out_dir, admin_token, timeout,
-                                       on_start=meter.start, on_bytes=count)
+                                       on_start=meter.start, on_bytes=count,
+                                       token=given.get("token"), verify=verify)
     except (BackupError, OSError) as exc:
         fail(str(exc), EXIT_ERROR)
     seconds = time.monotonic() - began
@@ -599,18 +609,18 @@ def backup(node: str, out_dir: str, admin_token: str | None, timeout: float, as_
 def restore(src: str, data_dir: str, force: bool, as_json: bool,
             progress: bool | None) -> None:
     """Check the backup in DIR and install it as the data of a node run with --data-dir D."""
-    meter = _Meter(_show_progress(progress))
     began = time.monotonic()
     try:
         manifest = read_manifest(src)
         checked = 0
+        with StatusLine(show_progress(progress)) as line:
+            meter = _Meter(line, "checking", manifest.total_bytes)
 
-        def on_file(path: str) -> None:
-            nonlocal checked
-            checked += 1
-            meter.describe(f"checking {path} ({checked}/{len(manifest.files)} files)")
+            def on_file(path: str) -> None:
+                nonlocal checked
+                checked += 1
+                meter.describe(f"checking {path} ({checked}/{len(manifest.files)} files)")
 
-        with meter.running("checking", manifest.total_bytes):
             done = restore_backup(src, data_dir, force, on_file, meter.advance)
     except (BackupError, OSError) as exc:
         fail(str(exc), EXIT_ERROR)

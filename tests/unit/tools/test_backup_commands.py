@@ -543,3 +543,75 @@ def test_restore_shows_progress_when_asked(tmp_path: Path) -> None:
 def test_backup_takes_one_node_only() -> None:
     result = cli("backup", "--node", "http://a:1,http://b:2", "--out", "x")
     assert result.exit_code == 2 and "one node" in result.stderr
+
+
+# ------------------------------------------------------------------- an HTTPS node
+
+
+ADMIN_ROLE = "0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a"  # an admin-role token of the tokens file
+
+
+def test_backup_of_an_https_node_takes_the_security_options(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ringkv.client import Client
+    from ringkv.tools.certs import init_ca, issue
+
+    for name in ("RINGKV_CA", "RINGKV_CERT", "RINGKV_KEY", "RINGKV_TOKEN",
+                 "RINGKV_ADMIN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    ca, _ = init_ca(tmp_path / "tls")
+    crt, key = issue(tmp_path / "tls", "n1")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ADMIN_ROLE} admin\n")
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("not a certificate\n")
+
+    async def go() -> dict[str, Any]:
+        async with node(tmp_path / "d", tls_ca=str(ca), tls_cert=str(crt), tls_key=str(key),
+                        http_tls="on", tokens_file=str(tokens)) as rt:
+            base = f"https://{HOST}:{rt.config.http_port}"
+
+            def write() -> None:
+                with Client(base, ca=ca, token=ADMIN_ROLE) as kv:
+                    for i in range(20):
+                        kv.put(f"k{i}", b"v")
+
+            await asyncio.to_thread(write)
+
+            def run(name: str, *flags: str) -> Any:
+                return cli("backup", "--node", base, "--out", str(tmp_path / name), *flags)
+
+            return {
+                # the CA, and the client token (admin role) as the credential
+                "ok": await asyncio.to_thread(run, "ok", "--ca", str(ca), "--token",
+                                              ADMIN_ROLE, "--json", "--progress"),
+                "no_ca": await asyncio.to_thread(run, "no-ca", "--token", ADMIN_ROLE),
+                "no_token": await asyncio.to_thread(run, "no-token", "--ca", str(ca)),
+                # the admin token goes instead of the token: a wrong one is refused
+                "admin_first": await asyncio.to_thread(
+                    run, "admin-first", "--ca", str(ca), "--token", ADMIN_ROLE,
+                    "--admin-token", "f" * 32),
+                "bad_ca": await asyncio.to_thread(run, "bad-ca", "--ca", str(garbage)),
+                "base": base,
+            }
+
+    got = asyncio.run(go())
+    ok = got["ok"]
+    assert ok.exit_code == 0, ok.output
+    summary = json.loads(ok.stdout)
+    assert summary["node_id"] == "n1" and summary["verified"] is True
+    assert f"backing up {got['base']}" in ok.stderr  # the progress line
+    assert (tmp_path / "ok" / "lmdb" / "data.mdb").is_file()
+    restored = restore_backup(str(tmp_path / "ok"), str(tmp_path / "r"))
+    assert restored.records >= 20
+
+    no_ca = got["no_ca"]
+    assert no_ca.exit_code == 4
+    assert "cannot verify the TLS certificate" in no_ca.stderr and "--ca" in no_ca.stderr
+    assert ADMIN_ROLE not in no_ca.stderr
+    assert got["no_token"].exit_code == 4
+    assert "requires an admin token" in got["no_token"].stderr
+    assert got["admin_first"].exit_code == 4 and "401" in got["admin_first"].stderr
+    assert got["bad_ca"].exit_code == 2 and str(garbage) in got["bad_ca"].stderr
+    for name in ("no-ca", "no-token", "admin-first", "bad-ca"):
+        assert not (tmp_path / name).exists()
