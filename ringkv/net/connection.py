@@ -203,7 +203,8 @@ class InboundConnection(Connection):
     """An accepted connection: challenge, verify the Hello, then only receive."""
 
     __slots__ = ("peer_id", "cert_id", "_owner", "_hs", "_timeout", "_max_frame",
-                 "_on_message", "_decoder", "_tls", "_tls_obj", "_tls_in", "_tls_out")
+                 "_on_message", "_decoder", "_tls", "_tls_obj", "_tls_in", "_tls_out",
+                 "_tls_heard")
 
     def __init__(
         self,
@@ -228,6 +229,7 @@ class InboundConnection(Connection):
         self._tls_obj: ssl.SSLObject | None = None
         self._tls_in: ssl.MemoryBIO | None = None
         self._tls_out: ssl.MemoryBIO | None = None
+        self._tls_heard = False  # any TLS bytes from the peer yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport)
@@ -263,6 +265,7 @@ class InboundConnection(Connection):
         """The plaintext in `data` (TLS records); b"" while the TLS handshake runs."""
         obj, incoming = self._tls_obj, self._tls_in
         assert obj is not None and incoming is not None
+        self._tls_heard = True
         incoming.write(data)
         if self.cert_id is None:
             try:
@@ -324,6 +327,14 @@ class InboundConnection(Connection):
             self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._tls_obj is not None and self.cert_id is None and not self._closing:
+            # The peer gave up on TLS: a plaintext dialer timing out, or one that does
+            # not trust this node's certificate and hung up without its alert arriving.
+            # This node refused nothing, but an operator wants to see who tried.
+            heard = self._tls_in is not None and self._tls_heard
+            self._owner.inbound_failed(self, Failed(AUTH, (
+                "closed during the TLS handshake (does it trust this node's CA?)" if heard
+                else "closed before a TLS handshake (a plaintext peer?)")))
         self._detach()
         self._decoder = None
         self._owner.inbound_lost(self)

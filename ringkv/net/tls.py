@@ -66,9 +66,11 @@ class TlsContexts:
         """Swap in contexts built afresh from the files (a rotated CA replaces the old
         one: loading into the old contexts would trust both)."""
         files = files or self.files
-        server = _context(ssl.Purpose.CLIENT_AUTH, files)
-        client = _context(ssl.Purpose.SERVER_AUTH, files)
-        self.server, self.client, self.files = server, client, files
+        self.adopt(TlsContexts(files))
+
+    def adopt(self, other: TlsContexts) -> None:
+        """Take `other`'s contexts (built already: a reload swaps them whole)."""
+        self.server, self.client, self.files = other.server, other.client, other.files
 
 
 def _subject(cert: dict[str, Any], name: str) -> list[str]:

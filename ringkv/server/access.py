@@ -148,6 +148,10 @@ class Access:
         if self._file is not None:
             self._entries = load_tokens(self._file)
 
+    def replace(self, other: Access) -> None:
+        """Take `other`'s tokens (loaded already: a reload swaps whole tables)."""
+        self._admin, self._file, self._entries = other._admin, other._file, other._entries
+
     def _find(self, given: str) -> TokenEntry | None:
         digest = _digest(given)
         found = None

@@ -107,6 +107,11 @@ def _http_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
     """HTTPS for clients (`--http-tls on|mutual`), with the node's own certificate."""
     if config.http_tls == "off" or not (config.tls_cert and config.tls_key):
         return None
+    return _http_context_of(config)
+
+
+def _http_context_of(config: NodeConfig) -> ssl.SSLContext:
+    assert config.tls_cert and config.tls_key
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(config.tls_cert, config.tls_key)
@@ -176,7 +181,7 @@ class NodeRuntime:
                                   max_field_size=MAX_HEADER_FIELD)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.http_port,
-                           reuse_address=True, ssl_context=self.http_ssl)
+                           reuse_address=True, ssl_context=self._https_listener())
         await site.start()
         self._ticker = asyncio.create_task(self._tick_loop())
         self._bucket_reader = asyncio.create_task(self._bucket_loop())
@@ -223,21 +228,37 @@ class NodeRuntime:
             except Exception as exc:
                 self._fault("redial", exc)
 
+    def _https_listener(self) -> ssl.SSLContext | None:
+        """The context the HTTPS listener is built with. Every handshake is handed to
+        the node's current context (`http_ssl`) as it starts, so a reload swaps the
+        certificate and the client CA whole, without touching the listener (loading
+        into a live context would add a rotated CA to the old one, not replace it)."""
+        if self.http_ssl is None:
+            return None
+        listener = _http_context_of(self.config)
+
+        def current(ssl_object: ssl.SSLObject, _name: str | None,
+                    _ctx: ssl.SSLContext) -> None:
+            if self.http_ssl is not None:
+                ssl_object.context = self.http_ssl
+
+        listener.sni_callback = current
+        return listener
+
     def reload(self) -> None:
         """Reload the certificates, key, CA and tokens file (SIGHUP) without a restart:
         connections made from now on use them, open ones keep theirs; the next request
-        is checked against the new tokens. Raises (leaving the old ones in place) when
-        a file is missing or does not parse."""
+        is checked against the new tokens. All or nothing: everything is loaded first,
+        and a missing or mismatched file raises with the old ones all still in use."""
         config = self.config
-        if self.tls is not None:
-            self.tls.reload()
-        if self.http_ssl is not None and config.tls_cert and config.tls_key:
-            # aiohttp's listener keeps this context object: load into it. (A rotated CA
-            # for client certificates is added to the old one, not swapped for it.)
-            self.http_ssl.load_cert_chain(config.tls_cert, config.tls_key)
-            if config.http_tls == "mutual" and config.tls_ca:
-                self.http_ssl.load_verify_locations(cafile=config.tls_ca)
-        self.access.reload()
+        tls = _tls_contexts(config)
+        http = _http_ssl_context(config)
+        tokens = Access(config.admin_token, config.tokens_file)
+        if tls is not None and self.tls is not None:
+            self.tls.adopt(tls)  # the transport and its peers hold this very object
+        if http is not None:
+            self.http_ssl = http  # the listener's context hands new handshakes to it
+        self.access.replace(tokens)
         log.info("node %s reloaded its certificates and tokens", config.node_id)
 
     async def _bucket_loop(self) -> None:
