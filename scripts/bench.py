@@ -30,6 +30,10 @@ Needs `wrk` (`apt-get install wrk`); `--profile-out` needs `py-spy` (`pip instal
 3. etcd (with `--targets bare,cluster,etcd`): three members of Debian's `etcd-server`
    on loopback, the load on the leader over the v3 JSON gateway: a read is a range, an
    update a range then a put (`scripts/bench_targets.py` starts each target).
+4. cluster-tls (with `--targets bare,cluster,cluster-tls`): the same cluster with mutual
+   TLS between the nodes and HTTPS for clients (certificates of a CA made for the run);
+   wrk speaks HTTPS to it and, as always, does not verify the certificate. The report
+   gives cluster-tls / cluster: the cost of TLS.
 
 By default the whole load goes to one node (`--load-on one`), as it goes to etcd's
 leader; `--load-on all` spreads it over every node. `--rate R` paces the load to R
@@ -51,6 +55,7 @@ import os
 import platform
 import re
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -122,8 +127,9 @@ def key_name(i: int) -> str:
     return f"k{i}"
 
 
-async def _preload(http: list[str], protocol: str, keys: int, value_size: int,
-                   concurrency: int, label: str) -> tuple[int, Counter[int]]:
+async def _preload(bases: list[str], protocol: str, keys: int, value_size: int,
+                   concurrency: int, label: str,
+                   ssl_context: ssl.SSLContext | None) -> tuple[int, Counter[int]]:
     import aiohttp
 
     statuses: Counter[int] = Counter()
@@ -161,11 +167,11 @@ async def _preload(http: list[str], protocol: str, keys: int, value_size: int,
             rate = done / max(1e-9, time.monotonic() - started)
             say(f"  [{label}] preload {done}/{keys} keys ({rate:,.0f}/s)")
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=ssl_context or True)
     async with aiohttp.ClientSession(connector=connector) as session:
         ticker = asyncio.ensure_future(reporter())
         try:
-            await asyncio.gather(*(worker(session, f"http://{http[j % len(http)]}")
+            await asyncio.gather(*(worker(session, bases[j % len(bases)])
                                    for j in range(concurrency)))
         finally:
             ticker.cancel()
@@ -174,7 +180,9 @@ async def _preload(http: list[str], protocol: str, keys: int, value_size: int,
 
 def preload(target: Target, keys: int, value_size: int, concurrency: int, label: str) -> None:
     started = time.monotonic()
-    coro = _preload(target.load, target.protocol, keys, value_size, concurrency, label)
+    bases = [target.url(hostport, "") for hostport in target.load]
+    coro = _preload(bases, target.protocol, keys, value_size, concurrency, label,
+                    target.ssl_context)
     try:
         import uvloop
     except ImportError:  # pragma: no cover
@@ -253,7 +261,7 @@ class Measurement:
 
 def wrk_command(target: Target, duration: int, connections: int) -> list[str]:
     return ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{duration}s",
-            "--timeout", "10s", "-s", str(LUA), f"http://{target.load[0]}/"]
+            "--timeout", "10s", "-s", str(LUA), target.url(target.load[0])]
 
 
 def wrk_env(target: Target, args: argparse.Namespace, seed: int) -> dict[str, str]:
@@ -438,7 +446,8 @@ def scrape_metrics(target: ClusterTarget) -> dict[str, dict[str, float]]:
     for node_id, hostport in zip(target.node_ids, target.http, strict=True):
         values: dict[str, float] = {}
         try:
-            with urllib.request.urlopen(f"http://{hostport}/metrics", timeout=2) as resp:
+            with urllib.request.urlopen(target.url(hostport, "/metrics"), timeout=2,
+                                        context=target.ssl_context) as resp:
                 text = resp.read().decode()
         except OSError:
             continue
@@ -552,6 +561,14 @@ def report(results: list[Measurement], args: argparse.Namespace) -> dict[str, An
                 / summary["bare"]["server_cpu_us_per_op"])
         summary["cpu_per_op_cluster_to_bare"] = cost
         console.print(f"server CPU per op: cluster / bare = {cost:.1f}x", highlight=False)
+    if "cluster-tls" in summary and "cluster" in summary:
+        tls, plain = summary["cluster-tls"], summary["cluster"]
+        ratio = tls["ops_per_s"] / plain["ops_per_s"]
+        summary["ratio_cluster_tls_to_cluster"] = ratio
+        cost = tls["server_cpu_us_per_op"] / plain["server_cpu_us_per_op"]
+        summary["cpu_per_op_cluster_tls_to_cluster"] = cost
+        console.print(f"cluster-tls / cluster = {ratio:.1%} of the throughput, server CPU"
+                      f" per op {cost:.2f}x", highlight=False)
     if "etcd" in summary and "cluster" in summary:
         ratio = summary["cluster"]["ops_per_s"] / summary["etcd"]["ops_per_s"]
         summary["ratio_cluster_to_etcd"] = ratio
@@ -585,7 +602,7 @@ def main() -> int:
                         help="zipfian constant; 0 for uniform keys")
     parser.add_argument("--runs", type=int, default=1, help="report medians of this many runs")
     parser.add_argument("--targets", default="bare,cluster",
-                        help="comma-separated: bare, cluster, etcd")
+                        help="comma-separated: bare, cluster, cluster-tls, etcd")
     parser.add_argument("--load-on", choices=("one", "all"), default="one",
                         help="the cluster's load on its first node, or spread over all")
     parser.add_argument("--rate", type=float, default=0.0, metavar="OPS",
@@ -631,8 +648,8 @@ def main() -> int:
             " macOS)")
         return 2
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not targets or set(targets) - {"bare", "cluster", "etcd"}:
-        parser.error("--targets takes bare, cluster, etcd (comma-separated)")
+    if not targets or set(targets) - {"bare", "cluster", "cluster-tls", "etcd"}:
+        parser.error("--targets takes bare, cluster, cluster-tls, etcd (comma-separated)")
     if "etcd" in targets and EtcdTarget.binary() is None:
         say("etcd is not installed; the etcd target needs it.\n"
             "Install it with:  apt-get install etcd-server")
@@ -671,12 +688,12 @@ def run_all(args: argparse.Namespace, targets: list[str], info: dict[str, Any],
                 elif name == "etcd":
                     target = EtcdTarget(workdir / f"etcd-run{run}")
                 else:
-                    cdir = workdir / f"cluster-run{run}"
+                    cdir = workdir / f"{name}-run{run}"
                     target = ClusterTarget(cdir, args.nodes, args.storage, args.sync,
                                            args.n, args.r, args.w, args.node_arg,
-                                           args.load_on)
+                                           args.load_on, tls=name == "cluster-tls")
                 results.append(measure(target, args, run, workdir))
-                if name in ("cluster", "etcd") and not args.data_dir:
+                if name != "bare" and not args.data_dir:
                     shutil.rmtree(workdir / f"{name}-run{run}", ignore_errors=True)
     except KeyboardInterrupt:
         say("interrupted")
@@ -690,7 +707,7 @@ def run_all(args: argparse.Namespace, targets: list[str], info: dict[str, Any],
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
             "wrk_command": (f"BENCH_TARGETS=<host:port,...> wrk -t {args.connections} -c "
                             f"{args.connections} -d {args.duration}s --timeout 10s "
-                            f"-s scripts/bench_wrk.lua http://<first target>/"),
+                            f"-s scripts/bench_wrk.lua http(s)://<first target>/"),
             "summary": summary,
             "measurements": [m.as_dict() for m in results],
         }

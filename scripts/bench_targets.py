@@ -2,7 +2,10 @@
 
 Each target starts fresh processes on loopback, says which HTTP endpoints take the
 load (`load`), how much CPU its processes used, and stops them. The protocol a target
-speaks (`protocol`) tells the wrk script and the preload how to read and write a key:
+speaks (`protocol`) tells the wrk script and the preload how to read and write a key;
+its `scheme` is `https` for the cluster with TLS (`cluster-tls`: mutual TLS between
+the nodes and HTTPS for clients, certificates of a CA made for the run), whose
+`ssl_context` trusts that CA:
 
 - `ringkv`: GET /kv/k, then PUT /kv/k with the X-Context the GET returned (bare too:
   `scripts/bare_server.py` answers the same API from a dict);
@@ -17,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +28,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from ringkv.tools.certs import init_ca, issue
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -46,10 +52,11 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def http_json(url: str | urllib.request.Request, timeout: float = 1.0) -> tuple[int, Any]:
+def http_json(url: str | urllib.request.Request, timeout: float = 1.0,
+              context: ssl.SSLContext | None = None) -> tuple[int, Any]:
     """(status, the JSON body or None); status 0 when the server could not be reached."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, None
@@ -78,6 +85,11 @@ class Target:
         self.http: list[str] = []  # host:port of every HTTP endpoint
         self.load: list[str] = []  # the endpoints the load goes to (set by start)
         self.logs: list[Path] = []
+        self.scheme = "http"
+        self.ssl_context: ssl.SSLContext | None = None  # what a client trusts, for https
+
+    def url(self, hostport: str, path: str = "/") -> str:
+        return f"{self.scheme}://{hostport}{path}"
 
     def start(self) -> None:
         raise NotImplementedError
@@ -152,10 +164,13 @@ class BareTarget(Target):
 
 
 class ClusterTarget(Target):
+    """`nodes` ringkv nodes; with `tls`, mutual TLS between them and HTTPS for clients."""
+
     name = "cluster"
 
     def __init__(self, workdir: Path, nodes: int, storage: str, sync: str,
-                 n: int, r: int, w: int, extra: list[str], load_on: str = "one") -> None:
+                 n: int, r: int, w: int, extra: list[str], load_on: str = "one",
+                 tls: bool = False) -> None:
         super().__init__()
         self.load_on = load_on
         self.workdir = workdir
@@ -163,6 +178,22 @@ class ClusterTarget(Target):
         self.node_opts = ["--storage", storage, "--sync", sync, "--n", str(n), "--r", str(r),
                           "--w", str(w), "--log-level", "warning", *extra]
         self.node_ids: list[str] = []
+        self.tls = tls
+        if tls:
+            self.name = "cluster-tls"
+            self.scheme = "https"
+
+    def _tls_opts(self, node_id: str) -> list[str]:
+        """A certificate of the run's CA for `node_id` (the CA made on first use)."""
+        if not self.tls:
+            return []
+        pki = self.workdir / "pki"
+        if not (pki / "ca.crt").exists():
+            init_ca(pki)
+            self.ssl_context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        crt, key = issue(pki, node_id)
+        return ["--tls-ca", str(pki / "ca.crt"), "--tls-cert", str(crt), "--tls-key", str(key),
+                "--http-tls", "on"]
 
     def _spawn(self, i: int, http_port: int, rpc_port: int, seeds: str) -> None:
         node_id = f"n{i}"
@@ -171,7 +202,8 @@ class ClusterTarget(Target):
         log = data / "node.log"
         cmd = [sys.executable, "-m", "ringkv", "serve", "--node-id", node_id, "--host", HOST,
                "--http-port", str(http_port), "--rpc-port", str(rpc_port),
-               "--data-dir", str(data), "--seeds", seeds, *self.node_opts]
+               "--data-dir", str(data), "--seeds", seeds, *self.node_opts,
+               *self._tls_opts(node_id)]
         with open(log, "ab") as fh:
             fh.write((" ".join(cmd) + "\n").encode())
             fh.flush()
@@ -186,23 +218,26 @@ class ClusterTarget(Target):
         ports = free_ports(2 * self.nodes)
         http_ports, rpc_ports = ports[: self.nodes], ports[self.nodes:]
         self._spawn(1, http_ports[0], rpc_ports[0], "")
-        first = f"http://{self.http[0]}"
-        wait_for("n1 to be healthy", lambda: http_json(f"{first}/health")[0] == 200, self)
+        health = self.url(self.http[0], "/health")
+        wait_for("n1 to be healthy", lambda: self._get(health)[0] == 200, self)
         for i in range(2, self.nodes + 1):
             self._spawn(i, http_ports[i - 1], rpc_ports[i - 1], f"{HOST}:{rpc_ports[0]}")
         wait_for(f"{self.nodes} nodes to see each other up", self._formed, self)
         self.load = self.http[:1] if self.load_on == "one" else list(self.http)
 
+    def _get(self, url: str) -> tuple[int, Any]:
+        return http_json(url, context=self.ssl_context)
+
     def _formed(self) -> bool:
         want = set(self.node_ids)
         for hostport in self.http:
-            code, doc = http_json(f"http://{hostport}/cluster")
+            code, doc = self._get(self.url(hostport, "/cluster"))
             if code != 200 or not isinstance(doc, dict):
                 return False
             up = {m.get("node_id") for m in doc.get("members", []) if m.get("status") == "up"}
             if not want <= up:
                 return False
-        return all(http_json(f"http://{h}/health")[0] == 200 for h in self.http)
+        return all(self._get(self.url(h, "/health"))[0] == 200 for h in self.http)
 
     def describe(self) -> str:
         return ", ".join(f"{i}={h}" for i, h in zip(self.node_ids, self.http, strict=True))
