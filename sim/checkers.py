@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from coordinator.requests import ClientResponse, NotFound, ReadOk
 from ring.token import key_token
+from sim.datatypes import show_key
 from sim.workload import History, Write, cart_items
 from sim.world import World
 from storage.versions import Versions, compact, expire, is_dead
@@ -69,11 +70,11 @@ def lost_writes(history: History, finals: dict[bytes, FinalRead],
             phantom = sorted(have - attempted)
             if missing:
                 lost += len(missing)
-                failures.append(f"lost cart adds on {key.decode()}: {len(missing)} of "
+                failures.append(f"lost cart adds on {show_key(key)}: {len(missing)} of "
                                 f"{len(acked)} acknowledged elements missing, e.g. "
                                 f"{missing[:8]}")
             if phantom:
-                failures.append(f"cart {key.decode()} holds elements never added: "
+                failures.append(f"cart {show_key(key)} holds elements never added: "
                                 f"{phantom[:8]}")
             continue
         values = {s.value for s in siblings}
@@ -86,7 +87,7 @@ def lost_writes(history: History, finals: dict[bytes, FinalRead],
                                          for o in writes):
                 continue
             lost += 1
-            failures.append(f"lost write #{w.id} to {key.decode()} (dot {w.dot}, "
+            failures.append(f"lost write #{w.id} to {show_key(key)} (dot {w.dot}, "
                             f"acknowledged at t={w.end}): neither read back nor "
                             f"superseded by any write's context")
     return failures, lost
@@ -112,7 +113,7 @@ def superseded_stay_gone(history: History, finals: dict[bytes, FinalRead]) -> li
                 if w.outcome == "ok" or w in present:
                     what = "delete" if w.value is None else "write"
                     failures.append(
-                        f"{key.decode()}: version {s.dot} ({s.value[:40]!r}) came back "  # type: ignore[index]
+                        f"{show_key(key)}: version {s.dot} ({s.value[:40]!r}) came back "  # type: ignore[index]
                         f"after {what} #{w.id} ({w.outcome}) superseded it")
                     break
     return failures
@@ -130,7 +131,7 @@ def expired_stay_expired(history: History, finals: dict[bytes, FinalRead],
             if w is None or w.ttl is None:
                 continue
             if w.start + w.ttl + 2 * max_skew + 1.0 < finals[key].at:
-                failures.append(f"{key.decode()}: write #{w.id} with ttl={w.ttl}s read as "
+                failures.append(f"{show_key(key)}: write #{w.id} with ttl={w.ttl}s read as "
                                 f"live {finals[key].at - w.start:.1f}s after it was sent")
     return failures
 

@@ -16,7 +16,7 @@ import json
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ import click
 from sim.nemesis import DEFAULT_FAULTS, FAULT_KINDS
 from sim.scenario import Result, Scenario, run_scenario
 from sim.trace import Trace
+from sim.workload import OP_KINDS
 
 
 @dataclass
@@ -98,6 +99,20 @@ def parse_faults(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
+def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
+    """`kind=weight,...` (a bare kind weighs 1); empty: the default mix."""
+    mix: list[tuple[str, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        kind, _, weight = part.partition("=")
+        try:
+            mix.append((kind.strip(), int(weight) if weight else 1))
+        except ValueError:
+            raise ValueError(f"bad mix entry {part!r}: kind=weight") from None
+    return tuple(mix)
+
+
 def summary_line(t: Timed) -> str:
     r = t.result
     ratio = r.sim_seconds / t.wall if t.wall > 0 else 0.0
@@ -118,6 +133,10 @@ def print_single(t: Timed, as_json: bool) -> None:
                f"{r.diverged}  hints left {r.hints_left}  writes applied twice "
                f"{r.reapplied}  events {r.events}")
     click.echo(f"  faults {r.faults}")
+    if r.datatypes:
+        click.echo(f"  data types {r.datatypes}")
+    if r.checks:
+        click.echo(f"  failures by checker {r.checks}")
     click.echo(f"  trace {r.trace_hash}")
     for line in r.failures:
         click.echo(f"  FAIL {line}", err=True)
@@ -142,9 +161,12 @@ def sweep_with_progress(base: Scenario, seeds: list[int], jobs: int,
     console = Console(stderr=True)
     began = time.perf_counter()
     failed: list[int] = []
+    # The bar is for someone watching: none into a log or a pipe, where rich would
+    # print the finished bar once (the FAILED lines below are printed either way).
+    shown = not quiet and sys.stderr.isatty()
     with Progress(TextColumn("[bold]sim"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, disable=quiet) as progress:
+                  TimeRemainingColumn(), console=console, disable=not shown) as progress:
         task = progress.add_task("seeds", total=len(seeds), status="")
 
         def on_result(t: Timed) -> None:
@@ -186,15 +208,23 @@ def sweep_report(results: list[Timed], wall: float, jobs: int) -> dict[str, Any]
                          for k in ("keys_repaired", "exchanges", "bytes_sent", "expired",
                                    "tombstones_compacted")},
         "faults": _sum_faults(rs),
+        # Failure lines per checker, and seeds each checker failed.
+        "failures_by_check": _sum(r.checks for r in rs),
+        "seeds_failed_by_check": _sum({k: 1 for k in r.checks} for r in rs),
+        "datatypes": _sum(r.datatypes for r in rs),
         "slowest_seeds": {str(t.result.seed): round(t.wall, 2) for t in
                           sorted(results, key=lambda t: -t.wall)[:5]},
     }
 
 
 def _sum_faults(rs: list[Result]) -> dict[str, int]:
+    return _sum(r.faults for r in rs)
+
+
+def _sum(counts: Iterable[dict[str, int]]) -> dict[str, int]:
     total: dict[str, int] = {}
-    for r in rs:
-        for k, v in r.faults.items():
+    for c in counts:
+        for k, v in c.items():
             total[k] = total.get(k, 0) + v
     return dict(sorted(total.items()))
 
@@ -218,6 +248,12 @@ def print_report(report: dict[str, Any], results: list[Timed]) -> None:
                f"rewritten, {ae['tombstones_compacted']} tombstones compacted "
                f"(running incarnations)")
     click.echo(f"  faults {report['faults']}")
+    if report["datatypes"]:
+        click.echo(f"  data types {report['datatypes']}")
+    checks = report["failures_by_check"]
+    click.echo("  failures by checker: " + (", ".join(
+        f"{k} {v} in {report['seeds_failed_by_check'][k]} seeds" for k, v in checks.items())
+        if checks else "none"))
     for t in results:
         if not t.result.ok:
             r = t.result
@@ -268,6 +304,12 @@ def iter_trace(scenario: Scenario) -> Iterator[str]:
 @click.option("--hostile", type=click.IntRange(0, 8), default=0, show_default=True,
               help="Hostile members: authenticated peers sending random well-formed "
               "messages of every type during chaos (sim/hostile.py).")
+@click.option("--datatypes/--no-datatypes", default=True, show_default=True,
+              help="Counters, sets, conditional writes and key listing in the workload mix "
+              "(sim/datatypes.py); off: the value kinds alone.")
+@click.option("--mix", default="", metavar="KIND=W,...",
+              help="The workload mix instead of the default, e.g. 'set=3,incr=1' (kinds: "
+              + ", ".join(OP_KINDS) + ").")
 @click.option("--latency", type=click.Choice(["mixed", "exp", "uniform", "lognormal",
                                               "pareto"]), default="mixed", show_default=True,
               help="Per-link latency distribution.")
@@ -278,8 +320,8 @@ def iter_trace(scenario: Scenario) -> Iterator[str]:
 def sim_command(seed: int | None, seed_range: str | None, show_trace: bool, nodes: int,
                 duration: float, faults: str, conflict: str, repair_sweep: bool,
                 clients: int, ae_interval: float, lose_hints: float, long_partition: float,
-                cold_keys: int, hostile: int, latency: str, jobs: int, as_json: bool,
-                quiet: bool) -> None:
+                cold_keys: int, hostile: int, datatypes: bool, mix: str, latency: str,
+                jobs: int, as_json: bool, quiet: bool) -> None:
     """Run the deterministic simulation: one seed, or a sweep of seeds.
 
     Exits 0 when every guarantee held for every seed, 1 naming the failing seeds
@@ -292,7 +334,7 @@ def sim_command(seed: int | None, seed_range: str | None, show_trace: bool, node
                         repair_sweep=repair_sweep, clients=clients, latency=latency,
                         ae_interval=ae_interval, lose_hints=lose_hints,
                         long_partition=long_partition, cold_keys=cold_keys,
-                        hostile=hostile)
+                        hostile=hostile, datatypes=datatypes, mix=parse_mix(mix))
         seeds = parse_seeds(seed_range) if seed_range else [seed or 1]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -10,7 +10,10 @@ list is empty when every guarantee held. The timeline (world seconds from 0):
     D-25 .. D-15      liveness window: every operation started here must succeed
     D-15 .. D         quiet: no new operations; hints drain, clients finish
     D                 convergence check 1, then the final reads (r=N, every key)
-    D + 10            convergence check 2 (after the read repairs of the final reads)
+    D + 10            convergence check 2 (after the read repairs of the final reads),
+                      then the checkers: the values' (`sim.checkers`), and the data
+                      types' and newer operations' (`sim.datatype_checkers`); each
+                      one's failures are counted by name in `Result.checks`
 
 The repair sweep (`repair_sweep=True`, the default): the final r=N reads double as one
 read-repair sweep, and a key that diverged at check 1 but converged at check 2 is
@@ -33,13 +36,14 @@ from typing import Any
 
 from coordinator.requests import ClientResponse, NotFound, ReadOk, ReadRequest
 from ringkv.core.config import NodeConfig
-from sim import checkers
+from sim import checkers, datatype_checkers
 from sim.checkers import FinalRead
+from sim.datatypes import show_key
 from sim.hostile import Hostile, deploy
 from sim.nemesis import DEFAULT_FAULTS, FAULT_KINDS, KNOWN_BUG_FAULTS, Nemesis, NemesisConfig
 from sim.network import NetworkProfile
 from sim.trace import Trace
-from sim.workload import Workload, WorkloadConfig
+from sim.workload import OP_KINDS, VALUE_WEIGHTS, Workload, WorkloadConfig
 from sim.world import World
 from storage.keys import split_hint_key
 from storage.store import KeyStore
@@ -88,6 +92,14 @@ class Scenario:
     # Hostile members (`sim.hostile`): authenticated peers sending random well-formed
     # messages of every type during chaos. 0 (the default) changes no trace.
     hostile: int = 0
+    # The data types and newer operations in the workload mix (`sim.datatypes`: counters,
+    # sets, conditional writes, key listing), judged by `sim.datatype_checkers`. False
+    # runs the value kinds alone, as the simulation did before them.
+    datatypes: bool = True
+    # The workload mix as (kind, weight) pairs of `sim.workload.OP_KINDS`, to focus a
+    # run on some kinds; empty: the default mix (the value kinds alone without
+    # `datatypes`).
+    mix: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
@@ -97,6 +109,10 @@ class Scenario:
             raise ValueError(f"duration must be at least {MIN_DURATION:.0f} s")
         if self.nodes < 3:
             raise ValueError("at least 3 nodes (N=3 replicas)")
+        for kind, weight in self.mix:
+            if kind not in OP_KINDS or type(weight) is not int or weight < 1:
+                raise ValueError(f"bad mix entry {kind}={weight}: kinds are "
+                                 f"{', '.join(OP_KINDS)}, weights whole numbers >= 1")
 
 
 @dataclass
@@ -113,6 +129,9 @@ class Result:
     diverged: int = 0  # keys still apart at the end
     hints_left: int = 0
     reapplied: int = 0  # writes applied twice (each is also a failure)
+    # Failure lines per checker (only checkers that failed), e.g. {"lost_writes": 2}.
+    checks: dict[str, int] = field(default_factory=dict)
+    datatypes: dict[str, int] = field(default_factory=dict)  # `DataHistory.stats`
     trace_hash: str = ""
     events: int = 0
     faults: dict[str, int] = field(default_factory=dict)
@@ -155,8 +174,8 @@ def run_scenario(scenario: Scenario, trace: Trace | None = None) -> Result:
     try:
         _run(world, scenario, result, hostiles)
     except Exception as exc:  # a node (or the sim) raised: report it with the seed
-        result.failures.append(f"exception at t={world.elapsed():.6f}: {exc!r}\n"
-                               + traceback.format_exc())
+        report(result, "exception", [f"exception at t={world.elapsed():.6f}: {exc!r}\n"
+                                     + traceback.format_exc()])
     result.sim_seconds = round(world.elapsed(), 6)
     result.trace_hash = trace.digest()
     result.events = trace.events
@@ -173,6 +192,13 @@ def run_scenario(scenario: Scenario, trace: Trace | None = None) -> Result:
     if result.failures:
         result.trace_tail = trace.tail(40)
     return result
+
+
+def report(result: Result, check: str, lines: list[str]) -> None:
+    """Add a checker's failure lines to `result`, counted under the checker's name."""
+    if lines:
+        result.failures.extend(lines)
+        result.checks[check] = result.checks.get(check, 0) + len(lines)
 
 
 def _run(world: World, sc: Scenario, result: Result, hostiles: list[Hostile]) -> None:
@@ -206,15 +232,19 @@ def _run(world: World, sc: Scenario, result: Result, hostiles: list[Hostile]) ->
     live_from = heal_at + SETTLE
     stop_ops = live_from + LIVE_WINDOW
     if not_joined():
-        result.failures.append(f"boot: {not_joined()} not joined with a full ring after "
-                               f"{BOOT_LIMIT} s")
+        report(result, "boot", [f"boot: {not_joined()} not joined with a full ring after "
+                                f"{BOOT_LIMIT} s"])
         return
 
     wcfg = WorkloadConfig(clients=sc.clients, think=sc.think)
+    if sc.mix or not sc.datatypes:
+        wcfg = WorkloadConfig(clients=sc.clients, think=sc.think,
+                              weights=sc.mix or VALUE_WEIGHTS)
     if sc.cold_keys:
         wcfg = WorkloadConfig(clients=sc.clients, think=sc.think, registers=sc.cold_keys,
                               weights=COLD_WEIGHTS)
     workload = Workload(world, wcfg)
+    workload.datatypes.viewer = datatype_checkers.replica_viewer(world)
     workload.start(start + BOOT, stop_ops, live_from)
     nemesis.start(start + BOOT, heal_at)
     if sc.hostile:
@@ -228,31 +258,40 @@ def _run(world: World, sc: Scenario, result: Result, hostiles: list[Hostile]) ->
     result.faults = dict(sorted(nemesis.counts.items()))
 
     # Convergence check 1: without any help from reads.
-    keys = sorted(history.keys)
+    keys = sorted(history.keys) + history.data.keys()
     diverged_1, ring_failures = checkers.diverged_keys(world, keys, sc.max_skew)
-    result.failures.extend(ring_failures)
+    report(result, "ring", ring_failures)
     hints = checkers.hints_pending(world)
     result.hints_left = sum(hints.values())
     if hints:
-        result.failures.append(f"hints not drained after the quiet period: {hints}")
+        report(result, "hints", [f"hints not drained after the quiet period: {hints}"])
 
     # The final reads, r=N, every key: the lost-write checks, and the repair sweep.
     finals = _final_reads(world, workload, keys)
     world.run_until(world.now + 10.0)
     diverged_2, _ = checkers.diverged_keys(world, keys, sc.max_skew)
 
-    failures = result.failures
-    failures.extend(history.violations)
-    failures.extend(f"liveness: {line}" for line in history.liveness_failures)
+    report(result, "violations", history.violations)
+    report(result, "liveness", [f"liveness: {line}" for line in history.liveness_failures])
     lost_lines, lost = checkers.lost_writes(history, finals, sc.max_skew)
-    failures.extend(lost_lines)
-    failures.extend(checkers.superseded_stay_gone(history, finals))
-    failures.extend(checkers.expired_stay_expired(history, finals, sc.max_skew))
+    report(result, "lost_writes", lost_lines)
+    report(result, "superseded", checkers.superseded_stay_gone(history, finals))
+    report(result, "expired", checkers.expired_stay_expired(history, finals, sc.max_skew))
     decisive = diverged_2 if sc.repair_sweep else diverged_1
     if decisive:
-        failures.append(f"replicas diverged on {len(decisive)} keys"
-                        f"{' even after the repair sweep' if sc.repair_sweep else ''}: "
-                        f"{[k.decode() for k in decisive[:8]]}")
+        report(result, "diverged", [
+            f"replicas diverged on {len(decisive)} keys"
+            f"{' even after the repair sweep' if sc.repair_sweep else ''}: "
+            f"{[show_key(k) for k in decisive[:8]]}"])
+    data = history.data
+    report(result, "counters", datatype_checkers.counters(data, finals, world, sc.max_skew))
+    report(result, "sets", datatype_checkers.sets(data, finals, world, sc.max_skew))
+    races, racing = datatype_checkers.racing_creates(history, data, finals)
+    report(result, "conditional", races)
+    listing_lines, excused = datatype_checkers.listings(data, history)
+    report(result, "listing", listing_lines)
+    result.datatypes = data.stats() | {"cond_racing_creates": racing,
+                                       "listing_keys_excused": excused}
     result.repaired = len(set(diverged_1) - set(diverged_2)) if sc.repair_sweep else 0
     result.diverged = len(decisive)
     result.ops = history.ops
@@ -340,7 +379,9 @@ def _final_reads(world: World, workload: Workload, keys: list[bytes]) -> dict[by
                     world.after(1.0, read, key, attempt + 1)
                     return
             finals[key] = FinalRead(key, resp, world.now)
-            if isinstance(resp, ReadOk):
+            if key not in history.keys:  # a counter or a set: `sim.datatypes`
+                workload.datatypes.observe(key, resp, "final read")
+            elif isinstance(resp, ReadOk):
                 workload.observe_siblings(key, resp.siblings, "final read")
 
         node = world.rng.choice(world.running())

@@ -13,6 +13,11 @@ did and heard in a `History` for the checkers:
   ttl    a write with a time to live, on keys that only ever get TTL writes
   read   a plain read, with a random read quorum
 
+and the kinds of the data types and newer operations (`sim.datatypes`): `incr`
+(counters, idempotent retries), `set` (add-wins sets), `cond` (conditional writes),
+`lput` and `list` (key listing while faults and membership changes go on; `ldel`,
+deletes in the listed bucket, only in a mix that asks for it).
+
 The world is anything of the `WorkloadWorld` shape: the simulated one, or a real cluster
 over HTTP (`sim.live`, which `scripts/compose-test` drives), so the compose fault
 test runs this very workload and these very checks.
@@ -37,9 +42,8 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from coordinator.requests import (
     ClientResponse,
@@ -51,34 +55,25 @@ from coordinator.requests import (
     WriteOk,
     WriteRequest,
 )
+from sim.datatypes import (
+    DATA_KINDS,
+    DATA_WEIGHTS,
+    DataHistory,
+    DataTypes,
+    DataTypesConfig,
+    WorkloadWorld,
+    show_key,
+)
+from sim.datatypes import brief as _brief
+from sim.datatypes import context_of as _context_of
 from storage.versions import EMPTY_CONTEXT, Context, Dot, Sibling
 
-OP_KINDS = ("cart", "put", "cput", "del", "ttl", "read")
-
-
-class WorkloadWorld(Protocol):
-    """What a workload needs of the world it runs in: `sim.world.World` (virtual time,
-    simulated nodes) or `sim.live.world.HttpWorld` (real time, a cluster over HTTP)."""
-
-    @property
-    def rng(self) -> random.Random: ...
-
-    @property
-    def now(self) -> float: ...
-
-    @property
-    def hosts(self) -> Mapping[str, object]: ...
-
-    def at(self, when: float, fn: Callable[..., object], /, *args: Any) -> None: ...
-
-    def after(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None: ...
-
-    def elapsed(self) -> float: ...
-
-    def running(self) -> list[str]: ...
-
-    def call(self, node: str, request: ReadRequest | WriteRequest,
-             then: Callable[[ClientResponse | None], None], timeout: float, /) -> object: ...
+VALUE_KINDS = ("cart", "put", "cput", "del", "ttl", "read")
+OP_KINDS = VALUE_KINDS + DATA_KINDS
+# The mix of the value kinds alone (`ringkv sim --no-datatypes`, the traces before the
+# data types); the default mix adds `DATA_WEIGHTS` to it.
+VALUE_WEIGHTS: tuple[tuple[str, int], ...] = (("cart", 45), ("put", 8), ("cput", 15),
+                                              ("del", 8), ("ttl", 8), ("read", 16))
 
 
 @dataclass(frozen=True)
@@ -90,8 +85,8 @@ class WorkloadConfig:
     ttl_keys: int = 3
     max_ttl: int = 15  # seconds
     timeout: float = 10.0  # a client gives up on a request after this long
-    weights: tuple[tuple[str, int], ...] = (("cart", 45), ("put", 8), ("cput", 15),
-                                            ("del", 8), ("ttl", 8), ("read", 16))
+    weights: tuple[tuple[str, int], ...] = VALUE_WEIGHTS + DATA_WEIGHTS
+    data: DataTypesConfig = DataTypesConfig()
     # When set, keys are named `cart-<namespace>-<i>` (and so on), so that a workload
     # can run again against a real cluster that still holds an earlier run's keys.
     namespace: str = ""
@@ -130,6 +125,7 @@ class History:
     dot_owner: dict[tuple[bytes, Dot], int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     liveness_failures: list[str] = field(default_factory=list)
+    data: DataHistory = field(default_factory=DataHistory)  # the `sim.datatypes` kinds
 
     def writes_to(self, key: bytes) -> list[Write]:
         return [w for w in self.writes if w.key == key]
@@ -184,6 +180,7 @@ class Workload:
         self._next_element = 0
         self.stop_at = 0.0
         self.live_from = float("inf")
+        self.datatypes = DataTypes(self, config.data, tuple(self._kinds), config.timeout)
 
     def start(self, begin: float, stop_at: float, live_from: float) -> None:
         self.stop_at, self.live_from = stop_at, live_from
@@ -193,9 +190,12 @@ class Workload:
     # --- plumbing ----------------------------------------------------------------------
 
     def _request(self, req: WriteRequest | ReadRequest,
-                 then: Callable[[ClientResponse | None], None]) -> None:
-        running = self.world.running()
-        node = self.rng.choice(running) if running else self.rng.choice(list(self.world.hosts))
+                 then: Callable[[ClientResponse | None], None], node: str | None = None
+                 ) -> None:
+        if node is None:
+            running = self.world.running()
+            node = self.rng.choice(running) if running else \
+                self.rng.choice(list(self.world.hosts))
         self.world.call(node, req, then, self.config.timeout)
 
     def _pick(self, keys: list[bytes]) -> bytes:
@@ -233,22 +233,25 @@ class Workload:
             else:
                 self._read(client, key, live, lambda resp: self._write(
                     client, key, None, _context_of(resp), live, ttl=ttl))
-        else:
+        elif kind == "read":
             key = self.rng.choice(self.carts + self.registers + self.ttl_keys)
             self._read(client, key, live, lambda resp: self._done(client))
+        else:
+            self.datatypes.op(kind, client, live)
 
     # --- reads ---------------------------------------------------------------------------
 
     def _read(self, client: int, key: bytes, live: bool,
-              then: Callable[[ClientResponse | None], None]) -> None:
-        r = self.rng.choice((None, None, None, 1, 3))
+              then: Callable[[ClientResponse | None], object], *, node: str | None = None,
+              quorums: tuple[int | None, ...] = (None, None, None, 1, 3)) -> None:
+        r = self.rng.choice(quorums)
         self.history.reads += 1
 
         def on_reply(resp: ClientResponse | None) -> None:
             self._observe_read(key, resp, live, r)
             then(resp)
 
-        self._request(ReadRequest(key, r), on_reply)
+        self._request(ReadRequest(key, r), on_reply, node)
 
     def _observe_read(self, key: bytes, resp: ClientResponse | None, live: bool,
                       r: int | None) -> None:
@@ -259,9 +262,10 @@ class Workload:
             h.violations.append(f"read of {key!r} rejected: {resp.message}")
         elif live:
             h.liveness_failures.append(
-                f"t={self.world.elapsed():.3f} read {key.decode()} r={r}: {_brief(resp)}")
+                f"t={self.world.elapsed():.3f} read {show_key(key)} r={r}: {_brief(resp)}")
         if isinstance(resp, ReadOk):
             self.observe_siblings(key, resp.siblings, "read")
+        self.datatypes.observe_value_read(key, resp)
 
     def observe_siblings(self, key: bytes, siblings: tuple[Sibling, ...], where: str) -> None:
         h = self.history
@@ -314,7 +318,8 @@ class Workload:
 
     def _write(self, client: int, key: bytes, value: bytes | None, context: Context,
                live: bool, *, delete: bool = False, ttl: int | None = None,
-               element: int | None = None) -> None:
+               element: int | None = None, node: str | None = None,
+               done: Callable[[int], None] | None = None) -> Write:
         self._next_write += 1
         wid = self._next_write
         if value is None and not delete:
@@ -347,27 +352,12 @@ class Workload:
                 w.outcome = "failed" if isinstance(resp, QuorumFailed) else "unknown"
             if live and w.outcome != "ok":
                 h.liveness_failures.append(
-                    f"t={self.world.elapsed():.3f} write #{w.id} {key.decode()} "
+                    f"t={self.world.elapsed():.3f} write #{w.id} {show_key(key)} "
                     f"w={quorum}: {_brief(resp)}")
-            self._done(client)
+            (done or self._done)(client)
 
-        self._request(req, on_reply)
-
-
-def _context_of(resp: ClientResponse | None) -> Context:
-    if isinstance(resp, ReadOk):
-        return resp.context
-    if isinstance(resp, NotFound) and resp.context is not None:
-        return resp.context
-    return EMPTY_CONTEXT
-
-
-def _brief(resp: ClientResponse | None) -> str:
-    if resp is None:
-        return "no answer (timeout or node down)"
-    if isinstance(resp, QuorumFailed):
-        return f"QuorumFailed(acks={resp.acks}, required={resp.required}, {resp.error!r})"
-    return type(resp).__name__
+        self._request(req, on_reply, node)
+        return w
 
 
 def _name(h: History, key: bytes, s: Sibling) -> str:

@@ -45,7 +45,7 @@ from typing import Any
 
 from coordinator.effects import Effect, Reply, Send, SetTimer
 from coordinator.messages import REPAIR_ID, ReplicaPut
-from coordinator.requests import ClientRequest, ClientResponse, ReadRequest
+from coordinator.requests import ClientRequest, ClientResponse, ListRequest, ReadRequest
 from ringkv.core import wire
 from ringkv.core.addresses import seed_hostport
 from ringkv.core.config import NodeConfig
@@ -458,6 +458,10 @@ class World:
 def describe_request(req: ClientRequest) -> str:
     if isinstance(req, ReadRequest):
         return f"get {req.key.decode(errors='replace')} r={req.r}"
+    if isinstance(req, ListRequest):
+        return f"list {req.bucket}/{req.kind} after={req.after!r} limit={req.limit} r={req.r}"
+    if req.op is not None:
+        return f"{type(req.op).__name__} {req.key!r} w={req.w}"
     what = "del" if req.value is None else "put"
     ttl = f" ttl={req.ttl}" if req.ttl else ""
     size = 0 if req.value is None else len(req.value)
