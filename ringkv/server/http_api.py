@@ -68,11 +68,13 @@ from ringkv.server.http_common import (
 from ringkv.server.http_types import TypesApi
 from ringkv.server.metrics import Metrics
 from ringkv.server.openapi import serve_openapi
-from storage.namespace import KV, internal_key
+from storage.namespace import COUNTER, DEFAULT_BUCKET, KV, SET, internal_key, is_bucket_name
 from storage.versions import Context, Sibling, encode_context
 
 if TYPE_CHECKING:
     from ringkv.server.runtime import NodeRuntime
+
+LOOKUP_KINDS = (KV, COUNTER, SET)  # the kinds /ring/lookup places
 
 
 def _multipart(siblings: tuple[Sibling, ...]) -> tuple[bytes, str]:
@@ -289,10 +291,19 @@ class Api(Handlers):
         raw = raw_query_param(request, "key")
         if key is None or raw is None or not 1 <= len(raw) <= MAX_KEY_BYTES:
             return error(400, "query parameter key must be 1 to 1024 bytes")
+        bucket = request.query.get("bucket", DEFAULT_BUCKET)
+        kind = request.query.get("kind", KV)
+        if not is_bucket_name(bucket) or kind not in LOOKUP_KINDS:
+            return error(400, "bucket must match [A-Za-z0-9_.-]{1,64} and kind be one of"
+                         f" {', '.join(LOOKUP_KINDS)}")
         if not self.node.ring.nodes:
             return error(503, "node has not joined a cluster")
-        return web.json_response({"key": key, "token": str(key_token(raw)),
-                                  "preference_list": self.node.preference_list(raw)})
+        # The replicas of the key as stored: a plain key starting with 0x00, and every
+        # key of another bucket or kind, is stored (and placed) under its long form.
+        stored = internal_key(bucket, kind, raw)
+        return web.json_response({"key": key, "bucket": bucket, "kind": kind,
+                                  "token": str(key_token(stored)),
+                                  "preference_list": self.node.preference_list(stored)})
 
     async def leave(self, request: web.Request) -> web.Response:
         refused = self.runtime.leave()
@@ -332,7 +343,8 @@ class Api(Handlers):
         key = unquote_to_bytes(raw[len("/kv/"):]) if raw.startswith("/kv/") else b""
         if not 1 <= len(key) <= MAX_KEY_BYTES:
             return error(400, "key must be 1 to 1024 bytes")
-        state = self.node.store.read_merged(key_token(key), key)
+        stored = internal_key(DEFAULT_BUCKET, KV, key)
+        state = self.node.store.read_merged(key_token(stored), stored)
         if state is None:
             return error(404, "no local record")
         now_ms = int(time.time() * 1000)

@@ -4,7 +4,8 @@ Job: one helper for the commands that run long (`ringkv cluster leave` and `remo
 with `--wait`, `ringkv backup` and `restore`, `ringkv experiment staleness`): a status
 line redrawn in place on stderr (rich, transient: it is gone when the command ends)
 while stderr is a terminal, and nothing at all otherwise, so that logs, pipes and
-scripts get only the command's own output. ``--progress`` / ``--no-progress`` (`progress_option`) force it on or off.
+scripts get only the command's own output. ``--progress`` / ``--no-progress``
+(`progress_option`) force it on or off.
 
 Invariants: a disabled `StatusLine` writes nothing, ever; an enabled one writes only to
 its stream (stderr unless told otherwise), never to stdout, so ``--json`` documents on

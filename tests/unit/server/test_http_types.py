@@ -30,6 +30,7 @@ from coordinator.requests import (
     WriteOk,
     WriteRequest,
 )
+from ring.token import key_token
 from ringkv.core.buckets import BucketProps, Buckets
 from ringkv.core.config import fast_test_config
 from ringkv.server.access import Access
@@ -709,3 +710,32 @@ def test_nothing_found_answers_stay_404(http: httpx.Client) -> None:
     refused(http.get("/counters/never"), 404)
     refused(http.get("/sets/never"), 404)
     refused(http.get("/buckets/never/kv/k"), 404)
+
+
+def test_ring_lookup_places_the_key_as_stored() -> None:
+    # A plain key starting with 0x00, and keys of other buckets and kinds, are stored
+    # under their long form: the lookup must name that key's replicas, not the raw one's.
+    from ring.ring import Ring
+    from storage.namespace import COUNTER, internal_key
+
+    async def go() -> None:
+        runtime = StubRuntime()
+        ring = Ring({f"n{i}": tuple(range(i, 2**64 - 1, 2**61 + 7 * i)) for i in range(1, 6)})
+        runtime.node.ring = ring  # type: ignore[attr-defined]
+        runtime.node.preference_list = lambda k: ring.preference_list(  # type: ignore[attr-defined]
+            key_token(k), 3)
+        async with TestClient(TestServer(make_app(runtime))) as client:  # type: ignore[arg-type]
+            for query, stored in [
+                ("key=%00x", internal_key("default", "kv", b"\x00x")),
+                ("key=x&bucket=b&kind=counter", internal_key("b", COUNTER, b"x")),
+                ("key=x", b"x"),
+            ]:
+                resp = await client.get(f"/ring/lookup?{query}")
+                doc = await resp.json()
+                assert resp.status == 200, doc
+                assert doc["token"] == str(key_token(stored))
+                assert doc["preference_list"] == ring.preference_list(key_token(stored), 3)
+            bad = await client.get("/ring/lookup?key=x&kind=table")
+            assert bad.status == 400
+
+    asyncio.run(go())
