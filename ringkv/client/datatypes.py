@@ -43,6 +43,7 @@ from ringkv.client.protocol import (
     json_body,
     parse_object,
     query,
+    read_request,
     resource_path,
 )
 
@@ -141,15 +142,7 @@ def build_counter(
     *,
     bucket: str | None = None,
 ) -> HttpRequest:
-    params, transport_timeout = query(("r", r), timeout)
-    return HttpRequest(
-        "GET",
-        counter_path(key, bucket),
-        tuple(params),
-        (("Accept", "application/json"),),
-        timeout=transport_timeout,
-        resend=Resend.ANY_FAILURE,
-    )
+    return read_request(counter_path(key, bucket), r, timeout)
 
 
 def parse_counter(resp: HttpResponse) -> int | None:
@@ -227,9 +220,8 @@ def build_set_update(
     )
 
 
-def parse_set_update(resp: HttpResponse) -> None:
-    if resp.status not in (200, 201, 204):
-        raise datatype_error_for(resp)
+# A set edit is answered like an increment: 204, or a data-type error.
+parse_set_update = parse_incr
 
 
 def build_smembers(
@@ -239,15 +231,7 @@ def build_smembers(
     *,
     bucket: str | None = None,
 ) -> HttpRequest:
-    params, transport_timeout = query(("r", r), timeout)
-    return HttpRequest(
-        "GET",
-        set_path(key, bucket),
-        tuple(params),
-        (("Accept", "application/json"),),
-        timeout=transport_timeout,
-        resend=Resend.ANY_FAILURE,
-    )
+    return read_request(set_path(key, bucket), r, timeout)
 
 
 def parse_smembers(resp: HttpResponse) -> SetResult:

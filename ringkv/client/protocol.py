@@ -289,6 +289,20 @@ def json_body(doc: object) -> bytes:
 JSON_HEADERS = (("Content-Type", "application/json"), ("Accept", "application/json"))
 
 
+def read_request(path: str, r: Quorum | None, timeout: float | None) -> HttpRequest:
+    """A quorum read of `path` (a value, a counter or a set): JSON answers, and safe to
+    send again on any failure."""
+    params, transport_timeout = query(("r", r), timeout)
+    return HttpRequest(
+        "GET",
+        path,
+        tuple(params),
+        (("Accept", "application/json"),),
+        timeout=transport_timeout,
+        resend=Resend.ANY_FAILURE,
+    )
+
+
 def build_get(
     key: str | bytes,
     r: Quorum | None = None,
@@ -296,15 +310,7 @@ def build_get(
     *,
     bucket: str | None = None,
 ) -> HttpRequest:
-    params, transport_timeout = query(("r", r), timeout)
-    return HttpRequest(
-        "GET",
-        key_path(key, bucket),
-        tuple(params),
-        (("Accept", "application/json"),),
-        timeout=transport_timeout,
-        resend=Resend.ANY_FAILURE,
-    )
+    return read_request(key_path(key, bucket), r, timeout)
 
 
 def etag_header(etag: str) -> str:
