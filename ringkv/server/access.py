@@ -16,7 +16,7 @@ In the style of Redis ACLs and etcd's RBAC, kept small::
 - ``admin``: everything: bucket properties, leave, remove, backups, `/debug/`.
 
 A token limited to buckets may touch keys of those buckets only (the plain paths are
-bucket `default`); the cluster-wide reads (`/cluster`, `/metrics`, `/ring/lookup`) are
+bucket `default`); the cluster-wide reads (`/cluster`, `/metrics`, `/ring`, `/ring/lookup`) are
 open to every token, and the admin operations to unlimited admin tokens only. The
 contract's admin token (`--admin-token`) is an admin token of every bucket.
 

@@ -9,7 +9,8 @@ are bounded below this layer (`ringkv.server.http_edge`).
 
 This module holds the value handlers (``/kv/{key}`` and ``/buckets/{bucket}/kv/{key}``)
 and the cluster endpoints, and composes the app (`make_app`); counters and sets are in
-`http_types`, bucket properties, key listing and multi-get in `http_buckets`, and what
+`http_types`, bucket properties, key listing and multi-get in `http_buckets`, the
+token map and key placement (``/ring``, ``/ring/lookup``) in `http_ring`, and what
 they all share (key and parameter parsing, bounded bodies, error answers) in
 `http_common`.
 
@@ -62,20 +63,17 @@ from ringkv.server.http_common import (
     context_header,
     error,
     positive_int,
-    raw_query_param,
     read_body,
 )
+from ringkv.server.http_ring import register as register_ring
 from ringkv.server.http_types import TypesApi
 from ringkv.server.metrics import Metrics
 from ringkv.server.openapi import serve_openapi
-from storage.namespace import COUNTER, DEFAULT_BUCKET, KV, SET, internal_key, is_bucket_name
+from storage.namespace import DEFAULT_BUCKET, KV, internal_key
 from storage.versions import Context, Sibling, encode_context
 
 if TYPE_CHECKING:
     from ringkv.server.runtime import NodeRuntime
-
-LOOKUP_KINDS = (KV, COUNTER, SET)  # the kinds /ring/lookup places
-
 
 def _multipart(siblings: tuple[Sibling, ...]) -> tuple[bytes, str]:
     values = [s.value or b"" for s in siblings]
@@ -284,27 +282,6 @@ class Api(Handlers):
                                   "transfers": node.transfers.view(),
                                   "members": members})
 
-    async def ring_lookup(self, request: web.Request) -> web.Response:
-        key = request.query.get("key")
-        # The key as bytes, percent-decoded from the raw query exactly like /kv/{key}:
-        # decoding to text first would turn %FF into U+FFFD, another key.
-        raw = raw_query_param(request, "key")
-        if key is None or raw is None or not 1 <= len(raw) <= MAX_KEY_BYTES:
-            return error(400, "query parameter key must be 1 to 1024 bytes")
-        bucket = request.query.get("bucket", DEFAULT_BUCKET)
-        kind = request.query.get("kind", KV)
-        if not is_bucket_name(bucket) or kind not in LOOKUP_KINDS:
-            return error(400, "bucket must match [A-Za-z0-9_.-]{1,64} and kind be one of"
-                         f" {', '.join(LOOKUP_KINDS)}")
-        if not self.node.ring.nodes:
-            return error(503, "node has not joined a cluster")
-        # The replicas of the key as stored: a plain key starting with 0x00, and every
-        # key of another bucket or kind, is stored (and placed) under its long form.
-        stored = internal_key(bucket, kind, raw)
-        return web.json_response({"key": key, "bucket": bucket, "kind": kind,
-                                  "token": str(key_token(stored)),
-                                  "preference_list": self.node.preference_list(stored)})
-
     async def leave(self, request: web.Request) -> web.Response:
         refused = self.runtime.leave()
         if refused is not None:
@@ -408,7 +385,7 @@ def make_app(runtime: NodeRuntime) -> web.Application:
     app.router.add_get("/health", api.health)
     app.router.add_get("/ready", api.ready)
     app.router.add_get("/cluster", api.cluster)
-    app.router.add_get("/ring/lookup", api.ring_lookup)
+    register_ring(app, runtime)
     # Admin endpoints (contract section 4): the admin token, or loopback clients only;
     # with client tokens configured, a token whose role is admin.
     guard = AdminGuard(runtime.config.admin_token, runtime.access)
