@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -32,6 +33,7 @@ from ringkv.client.datatypes import SetResult
 from ringkv.client.failover import Failover, RetryPolicy
 from ringkv.client.plans import Plan, Sleep
 from ringkv.client.protocol import DEFAULT_BUCKET, GetResult, Quorum
+from ringkv.client.routing import Router
 from ringkv.client.runner import Outcome, over_nodes
 from ringkv.client.transport import (
     DEFAULT_TIMEOUT,
@@ -72,6 +74,8 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        route_by_ring: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         nodes = node_urls(base_url, urls)
         self.base_url = nodes[0]
@@ -82,6 +86,8 @@ class AsyncClient:
         verify = tls_context(ca, cert, key)
         self._failover = Failover(nodes, rng or random.Random(), retry)
         self._sleep = sleep
+        # A client of one node has nowhere else to send: it needs no map.
+        self._router = Router(nodes, clock) if route_by_ring and len(nodes) > 1 else None
         self._http = {
             url: httpx.AsyncClient(base_url=url, timeout=timeout, transport=transport,
                           verify=True if verify is None else verify)
@@ -98,9 +104,14 @@ class AsyncClient:
         """The node the next request goes to first: the last one that answered."""
         return self._failover.preferred
 
+    @property
+    def router(self) -> Router | None:
+        """The token map a client routing by the ring keeps (``route_by_ring``), else None."""
+        return self._router
+
     async def _run(self, plan: Plan[T]) -> T:
         """Run `plan`: each attempt it leads to awaited here, each pause slept; its result."""
-        steps = over_nodes(plan, self._failover, self._token)
+        steps = over_nodes(plan, self._failover, self._token, self._router)
         try:
             outcome: Outcome = None
             while True:

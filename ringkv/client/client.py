@@ -15,6 +15,12 @@ and set updates after any connection error, timeout or 503; writes of ``/kv/`` o
 when they certainly never reached a node. A client of one node (``Client(url)``)
 makes one attempt per request unless `retry` says otherwise.
 
+Routing by the ring: ``Client(urls=[...], route_by_ring=True)`` keeps the cluster's
+token map (``GET /ring``, refreshed every 30 s) and sends each keyed request (values,
+counters, sets) first to a replica of its key among `urls`, so that no node has to
+forward it (``ringkv.client.routing``). Failover from there is as above; a request
+whose key has no replica among `urls` goes where failover sends it.
+
 Security: ``https://`` nodes are verified against `ca`, the cluster CA's certificate
 (``ringkv certs init``; without it, the system's roots), and `cert` and `key`, a client
 certificate of that CA (``ringkv certs issue NAME --client``), are presented to nodes
@@ -46,6 +52,7 @@ from ringkv.client.datatypes import SetResult
 from ringkv.client.failover import Failover, RetryPolicy
 from ringkv.client.plans import Plan, Sleep
 from ringkv.client.protocol import DEFAULT_BUCKET, GetResult, Quorum
+from ringkv.client.routing import Router
 from ringkv.client.runner import Outcome, over_nodes
 from ringkv.client.transport import (
     DEFAULT_TIMEOUT,
@@ -73,7 +80,8 @@ class Client:
 
     ``Client(urls=[...])`` fails over between several nodes; `retry` bounds the
     attempts and their pauses, `rng` and `sleep` drive the jitter and the pauses
-    (inject them for tests). Over TLS, with client tokens::
+    (inject them for tests); `route_by_ring` sends keyed requests to a replica of the
+    key first, `clock` timing its map's refreshes. Over TLS, with client tokens::
 
         Client("https://127.0.0.1:8001", ca="tls/ca.crt", token=os.environ["TOKEN"])
         Client(urls=[...], ca="ca.crt", cert="me.crt", key="me.key")  # --http-tls mutual
@@ -96,6 +104,8 @@ class Client:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        route_by_ring: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         nodes = node_urls(base_url, urls)
         self.base_url = nodes[0]
@@ -106,6 +116,8 @@ class Client:
         verify = tls_context(ca, cert, key)
         self._failover = Failover(nodes, rng or random.Random(), retry)
         self._sleep = sleep
+        # A client of one node has nowhere else to send: it needs no map.
+        self._router = Router(nodes, clock) if route_by_ring and len(nodes) > 1 else None
         self._http = {
             url: httpx.Client(base_url=url, timeout=timeout, transport=transport,
                           verify=True if verify is None else verify)
@@ -122,9 +134,14 @@ class Client:
         """The node the next request goes to first: the last one that answered."""
         return self._failover.preferred
 
+    @property
+    def router(self) -> Router | None:
+        """The token map a client routing by the ring keeps (``route_by_ring``), else None."""
+        return self._router
+
     def _run(self, plan: Plan[T]) -> T:
         """Run `plan`: each attempt it leads to made here, each pause slept; its result."""
-        steps = over_nodes(plan, self._failover, self._token)
+        steps = over_nodes(plan, self._failover, self._token, self._router)
         try:
             outcome: Outcome = None
             while True:

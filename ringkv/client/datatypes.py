@@ -41,6 +41,7 @@ from ringkv.client.protocol import (
     Quorum,
     header_value,
     json_body,
+    key_route,
     parse_object,
     query,
     read_request,
@@ -127,6 +128,7 @@ def build_incr(
         json_body({"increment": amount}),
         transport_timeout,
         resend,
+        route=key_route("counter", key, bucket),
     )
 
 
@@ -142,7 +144,7 @@ def build_counter(
     *,
     bucket: str | None = None,
 ) -> HttpRequest:
-    return read_request(counter_path(key, bucket), r, timeout)
+    return read_request(counter_path(key, bucket), r, timeout, key_route("counter", key, bucket))
 
 
 def parse_counter(resp: HttpResponse) -> int | None:
@@ -217,6 +219,7 @@ def build_set_update(
         # An add applied twice leaves the element present once; a remove deletes the
         # adds its context names however often it is applied: safe to send again.
         Resend.ANY_FAILURE,
+        route=key_route("set", key, bucket),
     )
 
 
@@ -231,7 +234,7 @@ def build_smembers(
     *,
     bucket: str | None = None,
 ) -> HttpRequest:
-    return read_request(set_path(key, bucket), r, timeout)
+    return read_request(set_path(key, bucket), r, timeout, key_route("set", key, bucket))
 
 
 def parse_smembers(resp: HttpResponse) -> SetResult:

@@ -25,8 +25,9 @@ operation):
   without an idempotency key, and cluster removals. Sent again only when it certainly
   never reached a node (the connection was refused or never made), never after a
   timeout, a reset or a 503: the write may exist on some replicas (contract 2).
-* ``PINNED`` -- node-specific requests (leave, health, metrics): sent to the first URL
-  only, once. Leaving through "whichever node answers" would make the wrong node leave.
+* ``PINNED`` -- node-specific requests (leave, health, metrics): sent to one node only
+  (the first URL unless the request names another), once. Leaving through "whichever
+  node answers" would make the wrong node leave.
 
 Invariants
 ----------
@@ -34,7 +35,8 @@ Invariants
   seeded rng gives the same pauses.
 * A request is attempted at most `max_attempts` times (default: twice per node, once
   for a client of a single node, which has nowhere to fail over to); the nodes are
-  tried in turn from the preferred one, wrapping round.
+  tried in turn from the preferred one (or the one the walk was started at: a replica
+  of the key, for a client routing by the ring), wrapping round.
 * The pause before retry ``k`` (0-based) is exponential with "equal jitter":
   ``min(cap, base * 2**k) * U(0.5, 1.0)``, never more than `cap`.
 * The node that answered (any answer other than a 503) becomes the preferred one, and
@@ -129,9 +131,10 @@ class Failover:
         """The node the next request starts at: the last one that answered."""
         return self.urls[self._preferred]
 
-    def start(self, resend: Resend) -> Walk:
-        """The walk over the nodes for one request."""
-        return Walk(self, resend)
+    def start(self, resend: Resend, first: str | None = None) -> Walk:
+        """The walk over the nodes for one request, from `first` (one of `urls`) when
+        given, else from the preferred node (a pinned request: from the first URL)."""
+        return Walk(self, resend, None if first is None else self.urls.index(first))
 
     def _answered(self, index: int) -> None:
         self._preferred = index
@@ -142,13 +145,13 @@ class Walk:
 
     __slots__ = ("_failover", "_index", "_limit", "_resend", "attempts", "nodes_tried", "url")
 
-    def __init__(self, failover: Failover, resend: Resend) -> None:
+    def __init__(self, failover: Failover, resend: Resend, first: int | None = None) -> None:
         self._failover = failover
         self._resend = resend
         if resend is Resend.PINNED:
-            self._index, self._limit = 0, 1
+            self._index, self._limit = first or 0, 1
         else:
-            self._index = failover._preferred
+            self._index = failover._preferred if first is None else first
             self._limit = failover.policy.attempts_for(len(failover.urls))
         self.url = failover.urls[self._index]
         self.attempts = 1  # attempts made so far, the current one included

@@ -67,6 +67,7 @@ from ringkv.client.errors import (
     error_for,
 )
 from ringkv.client.failover import Resend
+from ringkv.client.placement import stored_key
 
 __all__ = [
     "AuthError",
@@ -175,6 +176,12 @@ class HttpRequest:
     body: bytes | None = None
     timeout: float | None = None  # transport timeout in seconds; None: client default
     resend: Resend = Resend.UNDELIVERED  # may another node be sent it after a failure?
+    # The stored key (`placement.stored_key`) of a keyed request, which a ring-aware
+    # client sends to one of the key's replicas first; None for the others.
+    route: bytes | None = None
+    # The one node to send this to (one of the client's URLs), for a request about
+    # that node itself; None: the failover policy chooses.
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +243,12 @@ def key_path(key: str | bytes, bucket: str | None = None) -> str:
     return resource_path("kv", key, bucket)
 
 
+def key_route(kind: str, key: str | bytes, bucket: str | None = None) -> bytes:
+    """The stored key of a request's key (``HttpRequest.route``); `kind` is ``kv``,
+    ``counter`` or ``set``."""
+    return stored_key(DEFAULT_BUCKET if bucket is None else bucket, kind, key_bytes(key))
+
+
 def quorum_param(name: str, value: Quorum | None) -> str | None:
     """Validate an ``r``/``w`` value: an int >= 1 or one/quorum/all."""
     if value is None:
@@ -289,7 +302,9 @@ def json_body(doc: object) -> bytes:
 JSON_HEADERS = (("Content-Type", "application/json"), ("Accept", "application/json"))
 
 
-def read_request(path: str, r: Quorum | None, timeout: float | None) -> HttpRequest:
+def read_request(
+    path: str, r: Quorum | None, timeout: float | None, route: bytes | None = None
+) -> HttpRequest:
     """A quorum read of `path` (a value, a counter or a set): JSON answers, and safe to
     send again on any failure."""
     params, transport_timeout = query(("r", r), timeout)
@@ -300,6 +315,7 @@ def read_request(path: str, r: Quorum | None, timeout: float | None) -> HttpRequ
         (("Accept", "application/json"),),
         timeout=transport_timeout,
         resend=Resend.ANY_FAILURE,
+        route=route,
     )
 
 
@@ -310,7 +326,7 @@ def build_get(
     *,
     bucket: str | None = None,
 ) -> HttpRequest:
-    return read_request(key_path(key, bucket), r, timeout)
+    return read_request(key_path(key, bucket), r, timeout, key_route("kv", key, bucket))
 
 
 def etag_header(etag: str) -> str:
@@ -363,7 +379,8 @@ def build_put(
         headers.append((CONTEXT_HEADER, header_value("context", context)))
     headers += _conditions(if_match, if_none_match)
     return HttpRequest(
-        "PUT", key_path(key, bucket), tuple(params), tuple(headers), body, transport_timeout
+        "PUT", key_path(key, bucket), tuple(params), tuple(headers), body, transport_timeout,
+        route=key_route("kv", key, bucket),
     )
 
 
@@ -381,7 +398,7 @@ def build_delete(
     headers += _conditions(if_match, False)
     return HttpRequest(
         "DELETE", key_path(key, bucket), tuple(params), tuple(headers),
-        timeout=transport_timeout,
+        timeout=transport_timeout, route=key_route("kv", key, bucket),
     )
 
 

@@ -24,6 +24,10 @@ Invariants
   sent to the plan, whose parser raises what it stands for.
 * When the steps are closed (the caller stopped, was cancelled or failed), the plan is
   closed too.
+* Given a `Router` (a client routing by the ring), a keyed request starts its walk at
+  the replica the router names, the router's map is refreshed first when it is due
+  (its requests exchanged like any other, a failure among them only leaving the old
+  map), and every failed attempt is reported to the router too.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ from ringkv.client.errors import TransportError
 from ringkv.client.failover import Failover, status_failure
 from ringkv.client.plans import Plan, Sleep
 from ringkv.client.protocol import HttpRequest, HttpResponse
+from ringkv.client.routing import Router
 from ringkv.client.transport import failure_of, gave_up, request_args, to_response
 
-__all__ = ["Attempt", "Outcome", "Step", "exchange", "over_nodes"]
+__all__ = ["Attempt", "Outcome", "Step", "exchange", "over_nodes", "refresh"]
 
 T = TypeVar("T")
 
@@ -60,10 +65,13 @@ Outcome: TypeAlias = httpx.Response | httpx.HTTPError | None
 
 
 def exchange(
-    req: HttpRequest, failover: Failover, token: str | None
+    req: HttpRequest, failover: Failover, token: str | None, router: Router | None = None
 ) -> Generator[Step, Outcome, HttpResponse]:
     """One request over the nodes, as the failover policy allows; the answer kept."""
-    walk = failover.start(req.resend)
+    first = req.node
+    if first is None and router is not None:
+        first = router.url_for(req.route)
+    walk = failover.start(req.resend, first)
     while True:
         outcome = yield Attempt(walk.url, request_args(req, token))
         if isinstance(outcome, httpx.Response):
@@ -72,22 +80,49 @@ def exchange(
             if failure is None:
                 walk.succeeded()
                 return answer
+            if router is not None:
+                router.failed(walk.url)
             pause = walk.failed(failure)
             if pause is None:
                 return answer  # its parser raises what the answer stands for
         else:
             if outcome is None:
                 raise TypeError("an Attempt is answered with an httpx response or error")
+            if router is not None:
+                router.failed(walk.url)
             pause = walk.failed(failure_of(outcome))
             if pause is None:
                 raise gave_up(walk, outcome) from None
         yield Sleep(pause)
 
 
+def refresh(
+    router: Router, failover: Failover, token: str | None
+) -> Generator[Step, Outcome, None]:
+    """The router's refresh, its requests exchanged like any; a request that fails
+    is answered None (the router then keeps what it had)."""
+    updates = router.refresh()
+    try:
+        req = next(updates)
+        while True:
+            answer: HttpResponse | None
+            try:
+                answer = yield from exchange(req, failover, token)
+            except TransportError:
+                answer = None
+            req = updates.send(answer)
+    except StopIteration:
+        return
+    finally:
+        updates.close()
+
+
 def over_nodes(
-    plan: Plan[T], failover: Failover, token: str | None
+    plan: Plan[T], failover: Failover, token: str | None, router: Router | None = None
 ) -> Generator[Step, Outcome, T]:
-    """The steps of `plan` with each request made an `exchange`; returns its result."""
+    """The steps of `plan` with each request made an `exchange` (a keyed one sent to a
+    replica of its key first, given a `router`, whose map is refreshed when due);
+    returns the plan's result."""
     try:
         step = next(plan)
         while True:
@@ -95,8 +130,10 @@ def over_nodes(
                 yield step
                 step = next(plan)
                 continue
+            if router is not None and step.route is not None and router.due():
+                yield from refresh(router, failover, token)
             try:
-                answer = yield from exchange(step, failover, token)
+                answer = yield from exchange(step, failover, token, router)
             except TransportError as exc:
                 step = plan.throw(exc)
             else:

@@ -130,6 +130,38 @@ def test_preference_list_is_where_the_data_lives(healthy: Cluster) -> None:
                    f"exactly the preference list {sorted(pref)} to hold {key!r}")
 
 
+def forwarded(cluster: Cluster) -> float:
+    return sum(node.metrics().get("ringkv_forwarded_writes_total", 0.0) for node in cluster)
+
+
+def test_a_client_routing_by_the_ring_sends_writes_to_a_replica(healthy: Cluster) -> None:
+    """GET /ring gives the placement /ring/lookup gives; a client routing by it sends
+    each write to a replica (none is forwarded), where one sent to a single node has
+    its writes of keys that node does not hold forwarded."""
+    n1 = healthy["n1"]
+    resp = n1.http.get("/ring")
+    assert resp.status_code == 200
+    tag = resp.headers["ETag"]
+    assert n1.http.get("/ring", headers={"If-None-Match": tag}).status_code == 304
+    keys = [f"routed-{i}" for i in range(40)]
+    with Client(urls=[node.url for node in healthy], route_by_ring=True) as kv:
+        assert kv.get("routed-warmup").found is False  # the map is fetched here
+        router = kv.router
+        assert router is not None and router.ring is not None
+        for key in keys[:8]:
+            assert router.ring.replicas(key.encode()) == n1.lookup(key)
+        before = forwarded(healthy)
+        for key in keys:
+            kv.put(key, b"routed")
+        assert forwarded(healthy) == before
+    outside = [key for key in keys if "n1" not in n1.lookup(key)]
+    assert outside, "with 4 nodes and N=3, about a quarter of keys are not on n1"
+    with Client(n1.url) as kv:
+        for key in outside:
+            kv.put(key, b"forwarded")
+    assert forwarded(healthy) == before + len(outside)
+
+
 def test_blind_writes_become_siblings_and_context_replaces_them(healthy: Cluster) -> None:
     n1, n2, n3, n4 = healthy.nodes
     key = "siblings-blind"
