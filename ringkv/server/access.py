@@ -35,12 +35,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from storage.namespace import DEFAULT_BUCKET, is_bucket_name
 
@@ -58,8 +56,6 @@ _REALM: Final = 'Bearer realm="ringkv"'
 _OPEN: Final = ("/health", "/ready", "/openapi.json", "/ui", "/ui/console.js",
                 "/ui/console.css", "/ui/favicon.svg")
 _ADMIN_PREFIXES: Final = ("/cluster/leave", "/cluster/remove/", "/debug/", "/admin/")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,12 +180,3 @@ class Access:
                 {"error": f"this token may not touch {where}"}, status=403)
         return None
 
-    def middleware(self) -> Middleware:
-        @web.middleware
-        async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-            refused = self.refusal(request)
-            if refused is not None:
-                return refused
-            return await handler(request)
-
-        return check

@@ -49,6 +49,7 @@ from coordinator.requests import (
 )
 from ring.token import key_token
 from ringkv.server import console
+from ringkv.server.access import Access
 from ringkv.server.admin_auth import AdminGuard
 from ringkv.server.backup import register as register_backup
 from ringkv.server.http_buckets import BucketsApi
@@ -337,24 +338,37 @@ class Api(Handlers):
         })
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """aiohttp's own errors (unknown path, method not allowed) as the API's JSON errors."""
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        extra: dict[str, object] = {}
-        allowed = exc.headers.get("Allow")
-        if allowed:
-            extra["allowed"] = allowed.split(",")
-        response = error(exc.status, f"{exc.reason}: {request.method} {request.path}",
-                         **extra)
-        if allowed:
-            response.headers["Allow"] = allowed
-        return response
+def _edge(access: Access) -> Any:
+    """The one middleware of the app: client tokens checked (`ringkv.server.access`)
+    before any handler runs, and aiohttp's own errors (unknown path, method not
+    allowed) answered as the API's JSON errors. One layer, not two: each middleware
+    is a wrapper built and called on every request."""
+
+    @web.middleware
+    async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
+        refused = access.refusal(request)
+        if refused is not None:
+            return refused
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _json_error(request, exc)
+
+    return edge
+
+
+def _json_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    extra: dict[str, object] = {}
+    allowed = exc.headers.get("Allow")
+    if allowed:
+        extra["allowed"] = allowed.split(",")
+    response = error(exc.status, f"{exc.reason}: {request.method} {request.path}", **extra)
+    if allowed:
+        response.headers["Allow"] = allowed
+    return response
 
 
 def make_app(runtime: NodeRuntime) -> web.Application:
@@ -367,7 +381,7 @@ def make_app(runtime: NodeRuntime) -> web.Application:
     # Client tokens (`ringkv.server.access`), when configured, are checked before any
     # handler runs; refusals are JSON like every other error.
     app = web.Application(client_max_size=runtime.config.max_value_bytes + 1,
-                          middlewares=[_json_errors, runtime.access.middleware()])
+                          middlewares=[_edge(runtime.access)])
     key = "{key:[\\s\\S]+}"  # any key, "/" and all: parsed again from the raw path
     for prefix in ("", "/buckets/{bucket}"):
         app.router.add_put(f"{prefix}/kv/{key}", api.put)

@@ -12,9 +12,14 @@ marked `durable` is held until the batch holding every write staged before it co
 Nothing wedges the loop: the node contains a failing part of its tick, message handler
 or timer (`Node.on_fault`: logged here, at most once per `FAULT_LOG_EVERY` seconds for
 each place, and counted); an effect that cannot be carried out is skipped alone; every
-client request is answered by its deadline (its timeout plus `REQUEST_GRACE`: a 503 if
-the node never answered), and stopping answers those still waiting at once. The HTTP
-edge (`ringkv.server.http_edge`) bounds connections, request heads and idle time.
+client request is answered by its deadline (its timeout plus `REQUEST_GRACE`, found by
+the tick that follows it: a 503 if the node never answered), and stopping answers those
+still waiting at once. The HTTP edge (`ringkv.server.http_edge`) bounds connections,
+request heads and idle time.
+
+Cost: the hot path makes no loop timer per request. The node's own timers (a deadline
+per request, which the quorum almost always beats) are coalesced into `TIMER_SLOT`
+slots, one loop timer each, and the runtime's safety deadline is a sweep by the tick.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import signal
@@ -73,6 +79,9 @@ MAX_REQUEST_HEAD = MAX_HEADER_FIELD + MAX_REQUEST_LINE
 # Seconds past a request's own timeout before the runtime answers it itself: room for a
 # forwarded write's grace and a group commit, so the coordinator's answer comes first.
 REQUEST_GRACE = 1.0
+# Seconds of one timer slot: the node's timers due within one slot fire together, at
+# its end (a deadline is kept at most this late).
+TIMER_SLOT = 0.005
 # Seconds a stopping node gives its HTTP handlers to finish (requests still waiting on
 # the node are answered at once; this bounds slow bodies and slow readers).
 STOP_GRACE = 2.0
@@ -135,7 +144,12 @@ class NodeRuntime:
         self.transport = Transport(config.node_id, self._on_frame, valid_peer_id=valid_node_id,
                                    secret=secret, logger=log, tls=self.tls)
         self._clients: dict[int, asyncio.Future[ClientResponse]] = {}
-        self._quorums: dict[int, int] = {}  # the quorum each waiting client asked for
+        # The quorum each waiting client asked for, and the loop time by which the
+        # runtime answers it itself if the node has not (swept by the tick).
+        self._waiting: dict[int, tuple[int, float]] = {}
+        # The node's timers, coalesced: keys by the `TIMER_SLOT` they fall due in, each
+        # slot one loop timer (most deadlines are never needed: the quorum came first).
+        self._timer_slots: dict[int, list[int]] = {}
         self._next_client = 0
         self._gate = DurabilityGate(self.engine)
         self._committer: asyncio.Task[None] | None = None
@@ -223,6 +237,10 @@ class NodeRuntime:
                 self._run(self.node.tick(now))
             except Exception as exc:
                 self._fault("tick", exc)
+            try:
+                self._sweep_requests()
+            except Exception as exc:
+                self._fault("sweep", exc)
             try:
                 self._redial_down_peers(now)
             except Exception as exc:
@@ -317,21 +335,31 @@ class NodeRuntime:
         client_id = self._next_client
         fut: asyncio.Future[ClientResponse] = self._loop.create_future()
         self._clients[client_id] = fut
-        self._quorums[client_id] = quorum
         timeout_ms = req.timeout_ms or self.config.request_timeout_ms
+        # No timer per request: the coordinator answers by the deadline itself, and the
+        # tick sweeps up any request it lost (`_sweep_requests`).
+        self._waiting[client_id] = (quorum,
+                                    self._loop.time() + timeout_ms / 1000 + REQUEST_GRACE)
         try:
             self._run(self.node.client_request(client_id, req, time.time()))
-            async with asyncio.timeout(timeout_ms / 1000 + REQUEST_GRACE):
-                return await fut
-        except TimeoutError:
-            # The coordinator lost it (a bug, a failed timer): answer as for a quorum
-            # not reached, which is what the client sees; the write may still exist.
-            self._count_fault("request", TimeoutError(f"no answer in {timeout_ms} ms"))
-            return QuorumFailed(0, quorum, f"no answer from the coordinator within"
-                                f" {timeout_ms} ms")
+            return await fut
         finally:
             self._clients.pop(client_id, None)
-            self._quorums.pop(client_id, None)
+            self._waiting.pop(client_id, None)
+
+    def _sweep_requests(self) -> None:
+        """Answer every request past its deadline that the node has not answered: the
+        coordinator lost it (a bug, a failed timer), so answer as for a quorum not
+        reached, which is what the client sees; the write may still exist."""
+        assert self._loop is not None
+        now = self._loop.time()
+        late = [cid for cid, (_, until) in self._waiting.items() if until <= now]
+        for client_id in late:
+            fut = self._clients.get(client_id)
+            if fut is not None and not fut.done():
+                self._count_fault("request", TimeoutError("no answer by the deadline"))
+                self._unanswered(client_id, "no answer from the coordinator by the"
+                                 " request's deadline")
 
     def waiting(self) -> int:
         """Client requests waiting for the node's answer now."""
@@ -345,7 +373,8 @@ class NodeRuntime:
     def _unanswered(self, client_id: int, why: str) -> None:
         fut = self._clients.get(client_id)
         if fut is not None and not fut.done():
-            fut.set_result(QuorumFailed(0, self._quorums.get(client_id, 0), why))
+            quorum = self._waiting.get(client_id, (0, 0.0))[0]
+            fut.set_result(QuorumFailed(0, quorum, why))
 
     def leave(self) -> str | None:
         """Start handing this node's ranges over (POST /cluster/leave); an error or None."""
@@ -371,8 +400,25 @@ class NodeRuntime:
     def _deliver_local(self, msg: AnyMessage) -> None:
         self._run(self.node.receive(self.config.node_id, cast(wire.Message, msg), time.time()))
 
-    def _on_timer(self, key: int) -> None:
-        self._run(self.node.timer(key, time.time()))
+    def _set_timer(self, at: float, key: int) -> None:
+        """Fire the node's timer `key` at wall-clock time `at`, or up to `TIMER_SLOT`
+        later: timers due in one slot share one loop timer."""
+        assert self._loop is not None
+        slot = math.ceil(at / TIMER_SLOT)
+        keys = self._timer_slots.get(slot)
+        if keys is not None:
+            keys.append(key)
+            return
+        self._timer_slots[slot] = [key]
+        self._loop.call_later(max(0.0, slot * TIMER_SLOT - time.time()), self._on_slot, slot)
+
+    def _on_slot(self, slot: int) -> None:
+        keys = self._timer_slots.pop(slot, ())
+        for key in keys:
+            try:
+                self._run(self.node.timer(key, time.time()))
+            except Exception as exc:  # one timer's fault stops none of the others
+                self._fault("timer", exc)
 
     # --- effects ----------------------------------------------------------------------
 
@@ -420,8 +466,7 @@ class NodeRuntime:
             if fut is not None and not fut.done():
                 fut.set_result(effect.response)
         elif isinstance(effect, SetTimer):
-            delay = max(0.0, effect.at - time.time())
-            self._loop.call_later(delay, self._on_timer, effect.key)
+            self._set_timer(effect.at, effect.key)
 
     def _update_addresses(self) -> None:
         self.node.addresses_changed = False

@@ -12,6 +12,7 @@ logged and counted, and everything else goes on; no client request waits forever
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from coordinator.effects import Effect, Reply, Send
 from coordinator.messages import ReplicaGet
 from coordinator.requests import ClientRequest, WriteOk
 from ringkv.core import wire
+from ringkv.server.runtime import TIMER_SLOT
 from storage.versions import EMPTY_CONTEXT
 from tests.unit.server.live import base_url, live_node
 
@@ -65,16 +67,32 @@ def test_a_tick_part_that_always_raises_does_not_stop_the_others() -> None:
 
 
 def test_a_timer_that_raises_is_counted_and_the_next_one_runs() -> None:
+    """Two timers due in one slot fire from one loop timer; the first raising stops
+    neither the second nor a later slot."""
     async def go() -> None:
         async with live_node() as runtime:
             node = runtime.node
             real = node.coordinator.timer
-            node.coordinator.timer = _raise  # type: ignore[method-assign]
-            runtime._on_timer(7)
+            fired: list[int] = []
+
+            def timer(key: int, now: float) -> list[Effect]:
+                fired.append(key)
+                if key == 7:
+                    raise RuntimeError("boom")
+                return real(key, now)
+
+            node.coordinator.timer = timer  # type: ignore[method-assign]
+            due = time.time()
+            runtime._set_timer(due, 7)
+            runtime._set_timer(due, 8)  # a timer of no op: nothing to do, no failure
+            runtime._set_timer(due + 5 * TIMER_SLOT, 9)
+            assert len(runtime._timer_slots) == 2  # two slots, not three loop timers
+            async with asyncio.timeout(BOUND):
+                while len(fired) < 3:
+                    await asyncio.sleep(TIMER_SLOT)
+            assert fired == [7, 8, 9]
             assert node.faults["timer"] == 1
-            node.coordinator.timer = real  # type: ignore[method-assign]
-            runtime._on_timer(8)  # a timer of no op: nothing to do, and no failure
-            assert node.faults["timer"] == 1
+            assert not runtime._timer_slots
 
     asyncio.run(go())
 
