@@ -113,16 +113,15 @@ class Api(Handlers):
             return web.Response(status=204, headers={"X-Context": encode_context(resp.context)})
         if isinstance(resp, NotFound):
             headers = self.receipt(resp)
-            tag = etag(resp)
-            if resp.context is not None and tag is not None:
-                headers["X-Context"] = encode_context(resp.context)
-                headers["ETag"] = tag
+            if resp.context is not None:
+                encoded = headers["X-Context"] = encode_context(resp.context)
+                headers["ETag"] = etag(resp, encoded) or ""  # never None: a context is known
             return web.json_response({"error": "not found"}, status=404, headers=headers)
         assert isinstance(resp, ReadOk), resp
         self.metrics.siblings.observe(len(resp.siblings))
         headers = self.receipt(resp)
-        headers["X-Context"] = encode_context(resp.context)
-        headers["ETag"] = etag(resp)
+        encoded = headers["X-Context"] = encode_context(resp.context)
+        headers["ETag"] = etag(resp, encoded)
         if len(resp.siblings) == 1:
             s = resp.siblings[0]
             headers["Content-Type"] = s.content_type
