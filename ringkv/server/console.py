@@ -25,6 +25,11 @@ Invariants:
 - The admin token lives only in the page's memory (a password field, never stored) and
   is sent as ``Authorization: Bearer`` on the admin POSTs alone. Nothing here needs it;
   ``state.json`` only reports what the admin guard would answer this browser.
+- A node with client tokens (``--tokens-file``, `ringkv.server.access`) serves the page
+  and its files to anyone (they hold no data) but answers ``401`` to the polls, these
+  two documents included, without a token. The page then asks for a read token in a
+  second password field, never stored either, and sends it as ``Authorization: Bearer``
+  on its polls alone: never with the admin POSTs, and the admin token never with them.
 - ``ring.json`` is bounded whatever the cluster: at most `MAX_ARCS` arcs per ring. A
   ring with more (100 nodes x 256 vnodes is ~25,000 arcs) is coarsened into `MAX_ARCS`
   equal slices, each drawn in the colour of the owner of most of it (``exact`` says

@@ -9,6 +9,13 @@ with no script error and no Content-Security-Policy violation. Screenshots of th
 before and after the kill are taken every run; with ``RINGKV_UPDATE_SCREENSHOTS=1`` they
 replace ``docs/img/console.png`` and ``docs/img/console-node-down.png``.
 
+Against a node with client tokens (``--tokens-file``), which answers every poll 401
+without one, the page must say so plainly and ask for a read token; once one is typed
+into its field the members render, every poll carries that token and the admin action
+does not (it carries the admin token, or nothing). A poll refused 403 (injected through
+the DevTools protocol: no read token is refused what the console reads) is explained as
+the token's role or buckets.
+
 Skipped, saying why, when no Chromium is installed (Debian: ``apt-get install
 chromium``).
 """
@@ -33,13 +40,17 @@ import aiohttp
 import httpx
 import pytest
 
-from tests.support.procs import Cluster
+from tests.support.procs import HTTP_TIMEOUT, Cluster, NodeProc
 
 pytestmark = pytest.mark.slow
 
 MakeCluster = Callable[..., Cluster]
 
 ADMIN_TOKEN = "console-admin-token"
+# A node with client tokens: its tokens file holds a read and an admin token.
+READ_TOKEN = "console-read-token-" + "r" * 16
+FILE_ADMIN_TOKEN = "console-file-admin-token-" + "a" * 16
+POLLED = ("/cluster", "/metrics", "/ui/state.json", "/ui/ring.json")
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "docs" / "img"
 VIEW_WIDTH, VIEW_HEIGHT = 1440, 1000
@@ -120,10 +131,11 @@ class Page:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
 
-    def requests_sent(self) -> list[dict[str, Any]]:
-        """Every request the page sent: url, method and headers (as the network saw them)."""
+    def requests_sent(self, start: int = 0, end: int | None = None) -> list[dict[str, Any]]:
+        """Every request the page sent (of the events from `start` to `end`): url, method
+        and headers (as the network saw them)."""
         sent: dict[str, dict[str, Any]] = {}
-        for event in self.events:
+        for event in self.events[start:end]:
             params = event.get("params", {})
             if event.get("method") == "Network.requestWillBeSent":
                 req = params["request"]
@@ -135,10 +147,12 @@ class Page:
                     params["headers"])
         return [r for r in sent.values() if "url" in r]
 
-    def problems(self) -> list[str]:
-        """Script errors, console errors and CSP violations seen so far."""
+    def problems(self, start: int = 0, end: int | None = None,
+                 provoked: tuple[str, ...] = ("/cluster/remove/",)) -> list[str]:
+        """Script errors, console errors and CSP violations seen (in the events from
+        `start` to `end`); a failed load of a URL holding one of `provoked` is not one."""
         out = []
-        for event in self.events:
+        for event in self.events[start:end]:
             method, params = event.get("method"), event.get("params", {})
             if method == "Runtime.exceptionThrown":
                 out.append(f"exception: {params['exceptionDetails']}")
@@ -146,11 +160,11 @@ class Page:
                 out.append(f"console.error: {params.get('args')}")
             elif method == "Log.entryAdded":
                 entry = params.get("entry", {})
-                # The admin refusals the test provokes on purpose are logged as failed
-                # loads; any other failed load (a file of the page, a poll) is a problem.
-                provoked = (entry.get("source") == "network"
-                            and "/cluster/remove/" in entry.get("url", ""))
-                if entry.get("level") == "error" and not provoked:
+                # The refusals a test provokes on purpose are logged as failed loads;
+                # any other failed load (a file of the page, a poll) is a problem.
+                expected = (entry.get("source") == "network"
+                            and any(p in entry.get("url", "") for p in provoked))
+                if entry.get("level") == "error" and not expected:
                     out.append(f"log: {entry.get('text')} {entry.get('url', '')}")
         return out
 
@@ -339,3 +353,193 @@ def test_console_shows_the_cluster_live_in_a_real_browser(make_cluster: MakeClus
         if os.environ.get("RINGKV_UPDATE_SCREENSHOTS") == "1":
             SHOTS.mkdir(parents=True, exist_ok=True)
             (SHOTS / name).write_bytes(shot)
+
+
+# --- a node with client tokens ----------------------------------------------------------
+
+
+class AdminTokenNode(NodeProc):
+    """A node whose own helpers (health, cluster view, probes) carry an admin token of
+    its tokens file; the browser carries only what its fields hold."""
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT,
+                                      headers={"Authorization": f"Bearer {FILE_ADMIN_TOKEN}"})
+        return self._http
+
+
+def _type_into(field: str, value: str) -> str:
+    """JavaScript that types `value` into the input `field` as a user would (an input
+    event follows the change)."""
+    return (f"(f => {{ f.value = {json.dumps(value)};"
+            " f.dispatchEvent(new Event('input', {bubbles: true})); return true; })"
+            f"(document.getElementById({json.dumps(field)}))")
+
+
+def _authorization(request: dict[str, Any]) -> str | None:
+    return next((v for k, v in request["headers"].items() if k.lower() == "authorization"),
+                None)
+
+
+def _path(url: str, base: str) -> str:
+    return re.sub(r"\?.*", "", url).removeprefix(base)
+
+
+async def _refuse_polls_of(page: Page, path: str, stop: asyncio.Event) -> int:
+    """Answer every request paused by the Fetch domain 403, as a node refusing a token's
+    role or buckets would, until `stop`; how many were answered."""
+    body = json.dumps({"error": f"this token may not touch {path}"}).encode()
+    seen, answered = len(page.events), 0
+    while not stop.is_set():
+        for event in page.events[seen:]:
+            if event.get("method") == "Fetch.requestPaused":
+                await page.send("Fetch.fulfillRequest",
+                                requestId=event["params"]["requestId"], responseCode=403,
+                                responseHeaders=[{"name": "Content-Type",
+                                                  "value": "application/json"}],
+                                body=base64.b64encode(body).decode())
+                answered += 1
+        seen = len(page.events)
+        await asyncio.sleep(0.05)
+    return answered
+
+
+# Empty while the page is still loading (the navigation returns before it has).
+ACCESS_NOTE = "(document.getElementById('access-note')?.textContent ?? '')"
+ADMIN_RESULT = "(document.getElementById('admin-result')?.textContent ?? '')"
+
+
+async def _drive_with_tokens(base: str, binary: str) -> None:
+    async with chromium(binary) as page:
+        await page.send("Page.navigate", url=f"{base}/ui")
+        # No token yet: every poll is refused, and the page says why instead of "no answer".
+        note = await page.wait_for(
+            f"(t => t.includes('wants a client token') && t)({ACCESS_NOTE})", 15,
+            "the page to say the node wants a client token")
+        assert "Read token" in note, note
+        assert await page.evaluate("document.getElementById('access').hidden") is False
+        assert "read token" in await page.evaluate(
+            "document.getElementById('conn-text').textContent")
+        assert await page.evaluate(MEMBERS) == []
+        asked = len(page.events)
+
+        await page.evaluate(_type_into("read-token", READ_TOKEN))
+        await page.wait_for(f"JSON.stringify({MEMBERS}) === JSON.stringify([['n1','up']])",
+                            15, "the member in the members table, read with the token")
+        assert await page.wait_for(f"{RING_OWNERS}.length === 1 && {RING_OWNERS}", 10,
+                                   "ring arcs of the one owner") == ["n1"]
+        await page.wait_for("document.getElementById('conn').classList.contains('live')", 5,
+                            "the page to show it is live")
+        assert "accepts the read token" in await page.evaluate(ACCESS_NOTE)
+        admin_mode = await page.wait_for(
+            "(t => t.includes('admin role') && t)"
+            "(document.getElementById('admin-mode').textContent)", 5,
+            "the admin mode to name the admin role")
+        assert "client tokens" in admin_mode
+        rendered = len(page.events)
+
+        # A poll refused 403 is the token's role or buckets, with the node's reason.
+        stop = asyncio.Event()
+        await page.send("Fetch.enable", patterns=[{"urlPattern": "*/ui/state.json*",
+                                                   "requestStage": "Request"}])
+        refusing = asyncio.create_task(_refuse_polls_of(page, "the cluster", stop))
+        try:
+            forbidden = await page.wait_for(f"(t => t.includes('403') && t)({ACCESS_NOTE})",
+                                            10, "the page to explain a 403")
+        finally:
+            stop.set()
+            answered = await refusing
+            await page.send("Fetch.disable")
+        assert answered >= 1
+        assert "role or buckets" in forbidden, forbidden
+        assert "this token may not touch the cluster" in forbidden, forbidden
+        await page.wait_for(f"{ACCESS_NOTE}.includes('accepts the read token')", 10,
+                            "the page to read with the token again")
+        recovered = len(page.events)
+
+        # The admin action carries the admin token field's value, never the read token:
+        # with that field empty it carries nothing, and the node wants a token.
+        leave = "document.getElementById('leave').click()"
+        await page.evaluate(leave)  # arms the button ...
+        await page.evaluate(leave)  # ... and the second click sends it
+        await page.wait_for(f"{ADMIN_RESULT}.includes('401')", 10,
+                            "the node's 401 for a leave with no admin token")
+        await page.evaluate(_type_into("token", FILE_ADMIN_TOKEN))
+        await page.evaluate(leave)
+        await page.evaluate(leave)
+        # One member and N=1: the node refuses a leave that would leave fewer than N.
+        text = await page.wait_for(f"(t => t.includes('409') && t)({ADMIN_RESULT})", 10,
+                                   "the node's 409 for a leave below N members")
+        assert text.startswith("leave: 409"), text
+        await asyncio.sleep(2 * 1.5)  # more polls after the admin actions
+        forgetting = len(page.events)
+
+        # A token no header can carry is said to be one; a forgotten one is sent no more.
+        await page.evaluate(_type_into("read-token", "read-token-\u20ac-not-latin-1"))
+        await page.wait_for(f"{ACCESS_NOTE}.includes('cannot carry')", 10,
+                            "the page to say the token cannot be sent")
+        await page.evaluate("document.getElementById('read-token-forget').click()")
+        assert await page.evaluate("document.getElementById('read-token').value") == ""
+        await page.wait_for(f"{ACCESS_NOTE}.includes('wants a client token')", 10,
+                            "the page to ask for a token again")
+        forgot = len(page.events)
+        await page.wait_for(f"{ACCESS_NOTE}.includes('wants a client token') &&"
+                            " document.getElementById('conn').classList.contains('lost')",
+                            5, "the page to stay refused")
+        await asyncio.sleep(1.5)
+
+        sent = page.requests_sent()
+        polls = [r for r in sent if r["method"] == "GET" and _path(r["url"], base) in POLLED]
+        assert {_path(r["url"], base) for r in polls} == set(POLLED)
+        # Before the token was typed the polls carried none; from the first rendering
+        # on, every one carried the read token, and only polls ever carried it.
+        assert all(_authorization(r) is None for r in page.requests_sent(0, asked))
+        later = [r for r in page.requests_sent(rendered, forgetting)
+                 if r["method"] == "GET" and _path(r["url"], base) in POLLED]
+        assert len(later) >= 3 * len(POLLED), later
+        assert {_authorization(r) for r in later} == {f"Bearer {READ_TOKEN}"}, later
+        assert [(r["method"], _path(r["url"], base)) for r in sent
+                if _authorization(r) == f"Bearer {READ_TOKEN}"
+                and _path(r["url"], base) not in POLLED] == []
+        after = [r for r in page.requests_sent(forgetting) if r["method"] == "GET"]
+        assert {_authorization(r) for r in after} <= {f"Bearer {READ_TOKEN}", None}, after
+        forgotten = [r for r in page.requests_sent(forgot) if r["method"] == "GET"]
+        assert forgotten and all(_authorization(r) is None for r in forgotten), forgotten
+        admin = [r for r in sent if r["method"] == "POST"]
+        assert [(_path(r["url"], base), _authorization(r)) for r in admin] == [
+            ("/cluster/leave", None), ("/cluster/leave", f"Bearer {FILE_ADMIN_TOKEN}")]
+
+        stored = await page.evaluate(
+            "JSON.stringify([localStorage.length, sessionStorage.length, document.cookie,"
+            " location.href])")
+        assert stored == json.dumps([0, 0, "", f"{base}/ui"], separators=(",", ":"))
+        # The 401s before the token and the 403s injected are failed loads on purpose;
+        # nothing else failed, threw or broke the CSP.
+        assert page.problems(0, asked, provoked=POLLED) == []
+        assert page.problems(asked, rendered, provoked=POLLED) == []
+        assert page.problems(rendered, recovered, provoked=("/ui/state.json",)) == []
+        assert page.problems(recovered, forgetting, provoked=("/cluster/leave",)) == []
+        assert page.problems(forgetting, provoked=POLLED) == []
+
+
+def test_console_asks_a_node_with_client_tokens_for_a_read_token(make_cluster: MakeCluster,
+                                                                  tmp_path: Path) -> None:
+    binary = chromium_path()
+    if binary is None:
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium); the console's "
+                    "browser test needs a real headless browser")
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"{READ_TOKEN} read\n{FILE_ADMIN_TOKEN} admin\n")
+    cluster = make_cluster(size=1, start=False, extra_args=(
+        "--n", "1", "--r", "1", "--w", "1", "--tokens-file", str(tokens)))
+    plain = cluster.nodes[0]
+    cluster.nodes[0] = AdminTokenNode(plain.node_id, plain.http_port, plain.rpc_port,
+                                      cluster.base_dir, plain.seeds, plain.extra_args)
+    cluster.start()
+    base = cluster["n1"].url
+    # The page is open; what it shows is not.
+    assert httpx.get(f"{base}/ui", timeout=5).status_code == 200
+    assert httpx.get(f"{base}/cluster", timeout=5).status_code == 401
+    asyncio.run(_drive_with_tokens(base, binary))

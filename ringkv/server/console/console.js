@@ -6,8 +6,11 @@
 // mode) and GET /ui/ring.json (the ring as arcs; revalidated with its ETag).
 //
 // Rules: server data reaches the DOM only as text (textContent, createElement, SVG
-// attributes), never as markup: node ids are chosen by users. The admin token is read
-// from its field when an admin action is sent, and only then: it is never stored.
+// attributes), never as markup: node ids are chosen by users. The tokens live in their
+// fields only and are never stored: the read token (a node with client tokens,
+// --tokens-file, answers every poll 401 without one) is read from its field for each
+// poll and sent with the polls alone; the admin token is read from its field when an
+// admin action is sent, and sent with that action alone.
 "use strict";
 
 (() => {
@@ -93,12 +96,51 @@
 
   // --- fetching ------------------------------------------------------------------------
 
+  // The one place a token becomes a header. Throws (a TypeError) for a token an HTTP
+  // header cannot carry.
+  function withToken(token) {
+    const headers = new Headers();
+    if (token) headers.set("Authorization", "Bearer " + token);
+    return headers;
+  }
+
+  // A poll the node answered 401 or 403: it wants a client token, or refuses this one.
+  class Refused extends Error {
+    constructor(path, status, detail, sent) {
+      super(path + ": HTTP " + status);
+      this.status = status;
+      this.detail = detail;
+      this.sent = sent; // whether the request carried a read token
+    }
+  }
+
+  // The read token cannot be sent at all (a character no HTTP header can carry).
+  class Unsendable extends Error {}
+
   async function get(path, kind, cache) {
+    // Read for every poll, so a token pasted, changed or forgotten counts at once.
+    const token = $("read-token").value.trim();
+    let headers;
+    try {
+      headers = withToken(token);
+    } catch (err) {
+      throw new Unsendable(path + ": the read token cannot be sent");
+    }
     const ctrl = new AbortController();
     const timer = setTimeout(() => ctrl.abort(), FETCH_TIMEOUT_MS);
     try {
       const resp = await fetch(path, { cache: cache || "no-store", signal: ctrl.signal,
-        credentials: "omit" });
+        credentials: "omit", headers });
+      if (resp.status === 401 || resp.status === 403) {
+        let detail = "";
+        try {
+          const body = await resp.json();
+          detail = body && typeof body.error === "string" ? body.error : "";
+        } catch (err) {
+          detail = "";
+        }
+        throw new Refused(path, resp.status, detail, Boolean(token));
+      }
       if (!resp.ok) throw new Error(path + ": HTTP " + resp.status);
       return kind === "text" ? await resp.text() : await resp.json();
     } finally {
@@ -205,6 +247,7 @@
     arcPaths: new Map(), // node id -> [svg paths]
     armed: null, // {what, node, until}
     focus: null,
+    clientTokens: false, // a poll was refused for its token: the access bar is shown
   };
 
   function windowStart(list, now) {
@@ -408,8 +451,9 @@
         c.swatch.firstChild.firstChild.setAttribute("fill", colour(id));
         const http = typeof m.http === "string" ? m.http : "";
         const name = HOSTPORT.test(http)
-          ? h("a", { href: "http://" + http + "/ui", rel: "noopener noreferrer",
-            title: "open " + id + "'s console" }, id)
+          // In this page's scheme: the members of a cluster serve HTTPS alike or not.
+          ? h("a", { href: location.protocol + "//" + http + "/ui",
+            rel: "noopener noreferrer", title: "open " + id + "'s console" }, id)
           : h("span", {}, id);
         c.name.replaceChildren(name);
         if (id === cluster.node_id) c.name.append(h("span", { class: "me" }, "(this node)"));
@@ -609,8 +653,15 @@
       + " own machine: from here they will be refused.",
   };
 
+  // The same mode on a node with client tokens: what leave and remove need there.
+  const ADMIN_WITH_CLIENT_TOKENS = "This node takes client tokens: leave and remove need"
+    + " one with the admin role (or the node's admin token): paste it below.";
+
   function renderAdmin(st, cluster) {
-    if (st) setText("admin-mode", ADMIN_MODES[st.admin] || "");
+    if (st) {
+      setText("admin-mode", st.admin === "token" && state.clientTokens
+        ? ADMIN_WITH_CLIENT_TOKENS : ADMIN_MODES[st.admin] || "");
+    }
     const armed = state.armed && state.armed.what === "leave";
     const button = $("leave");
     button.classList.toggle("armed", Boolean(armed));
@@ -654,10 +705,10 @@
 
   async function sendAdmin(path, label) {
     // The token is read now, sent with this request only, and kept nowhere else.
-    const token = $("token").value.trim();
-    const headers = new Headers();
+    // The read token is not sent: an admin action carries the admin token or nothing.
+    let headers;
     try {
-      if (token) headers.set("Authorization", "Bearer " + token);
+      headers = withToken($("token").value.trim());
     } catch (err) {
       result(label + ": the token holds characters an HTTP header cannot carry", false);
       return;
@@ -680,24 +731,104 @@
     }
   }
 
+  // --- the read token ------------------------------------------------------------------
+
+  // What the access bar says after a poll, by what the node answered.
+  const ACCESS = {
+    wanted: "This node wants a client token (it runs with --tokens-file): paste a token"
+      + " with the read role in the Read token field above to see the cluster.",
+    unknown: "This node does not know the read token given (401): paste one of its"
+      + " client tokens, with the read role, in the Read token field above.",
+    forbidden: "This node refused the read token (403): its role or buckets do not allow"
+      + " what the console reads",
+    unsendable: "The read token holds characters an HTTP header cannot carry: paste it"
+      + " again.",
+    accepted: "This node accepts the read token: the page sends it with its polls.",
+    forgotten: "read token forgotten",
+  };
+
+  // The bar stays hidden until a node asks for a token (a node without client tokens
+  // never does), then stays for the page's life, so the token can be changed or
+  // forgotten.
+  function renderAccess(refused, unsendable) {
+    if (refused || unsendable) state.clientTokens = true;
+    $("access").hidden = !state.clientTokens;
+    if (!state.clientTokens) return;
+    const note = $("access-note");
+    let text = ACCESS.accepted;
+    if (unsendable) text = ACCESS.unsendable;
+    else if (refused && refused.status === 403) {
+      text = ACCESS.forbidden + (refused.detail ? ": " + refused.detail : ".");
+    } else if (refused) {
+      text = refused.sent ? ACCESS.unknown : ACCESS.wanted;
+    } else if (!$("read-token").value.trim()) return; // forgotten, and not asked yet
+    note.textContent = text;
+    note.className = "result " + (refused || unsendable ? "err" : "ok");
+  }
+
   // --- the poll loop -------------------------------------------------------------------
 
-  function setConnection(ok, why) {
+  function setConnection(ok, why, refused) {
     const conn = $("conn");
     conn.classList.toggle("live", ok);
     conn.classList.toggle("lost", !ok);
     document.body.classList.toggle("stale", !ok);
-    setText("conn-text", ok ? "live \u00b7 " + new Date().toLocaleTimeString("en-GB")
-      : "no answer: retrying (" + why + ")");
+    let text = "no answer: retrying (" + why + ")";
+    if (ok) text = "live \u00b7 " + new Date().toLocaleTimeString("en-GB");
+    else if (refused) {
+      text = refused.status === 401 ? "refused: this node wants a read token"
+        : "refused: the read token may not read this";
+    }
+    setText("conn-text", text);
+  }
+
+  let pollTimer = 0;
+  let polling = false;
+  let pollAgain = false;
+
+  // The next poll in `ms` (one timer: a poll asked for early replaces the one planned).
+  function schedulePoll(ms) {
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(poll, ms);
+  }
+
+  // A poll soon: in `ms`, or right after the one under way (which read the fields
+  // before they changed).
+  function pollSoon(ms) {
+    if (polling) pollAgain = true;
+    else schedulePoll(ms);
   }
 
   async function poll() {
+    if (polling) {
+      pollAgain = true; // the poll under way plans the next one at once when it ends
+      return;
+    }
+    polling = true;
+    try {
+      await pollOnce();
+    } finally {
+      polling = false;
+      schedulePoll(pollAgain ? 0 : POLL_MS);
+      pollAgain = false;
+    }
+  }
+
+  async function pollOnce() {
     const t = performance.now() / 1000;
     const [cluster, metrics, st, ringText] = await Promise.allSettled([
       get("/cluster", "json"), get("/metrics", "text"), get("/ui/state.json", "json"),
       get("/ui/ring.json", "text", "no-cache")]);
-    const failed = [cluster, metrics, st, ringText].find((r) => r.status === "rejected");
-    setConnection(!failed, failed ? String(failed.reason && failed.reason.message) : "");
+    const answers = [cluster, metrics, st, ringText];
+    const failed = answers.find((r) => r.status === "rejected");
+    const reasons = answers.filter((r) => r.status === "rejected").map((r) => r.reason);
+    // A 403 says more than a 401 (the token is known), so it is the one shown.
+    const refused = reasons.filter((r) => r instanceof Refused)
+      .sort((a, b) => b.status - a.status)[0];
+    const unsendable = reasons.some((r) => r instanceof Unsendable);
+    renderAccess(refused, unsendable);
+    setConnection(!failed, failed ? String(failed.reason && failed.reason.message) : "",
+      refused);
     try {
       if (cluster.status === "fulfilled") state.cluster = cluster.value;
       if (ringText.status === "fulfilled" && ringText.value !== state.ringText) {
@@ -736,7 +867,6 @@
     } catch (err) {
       setConnection(false, "could not draw: " + err.message);
     }
-    setTimeout(poll, POLL_MS);
   }
 
   function start() {
@@ -744,6 +874,15 @@
     $("token-forget").addEventListener("click", () => {
       $("token").value = "";
       result("token forgotten", true);
+    });
+    // A read token pasted or typed is tried at the next poll, brought forward.
+    $("read-token").addEventListener("input", () => pollSoon(250));
+    $("read-token-forget").addEventListener("click", () => {
+      $("read-token").value = "";
+      const note = $("access-note");
+      note.textContent = ACCESS.forgotten;
+      note.className = "result ok";
+      pollSoon(0);
     });
     poll();
   }
