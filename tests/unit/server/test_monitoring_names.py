@@ -14,10 +14,15 @@ format prometheus-client writes and Prometheus stores:
 
 Also checked: every recorded name (`level:metric:operation`) used is defined in
 rules.yml; each `le="..."` matcher names a bucket the node writes; prometheus.yml scrapes
-exactly the nodes of compose.yaml, whose `monitoring` profile mounts what it loads; the
-dashboard reads through its `${DS_PROMETHEUS}` variable. With promtool installed
-(Debian's `prometheus` package): `promtool check config`, `check rules`, the unit tests
-of monitoring/rules_test.yml, and every dashboard query parses as PromQL.
+exactly the nodes of compose.yaml, whose `monitoring` profile mounts what it loads;
+prometheus-tls.yml is the same job over https against the cluster CA, and
+compose.tls.yaml's `monitoring` profile loads it with the CA its nodes' certificates
+come from; the dashboard reads through its `${DS_PROMETHEUS}` variable. With promtool
+installed (Debian's `prometheus` package): `promtool check config` of both
+configurations (the TLS one also with its client-token lines uncommented), `check
+rules`, the unit tests of monitoring/rules_test.yml, and every dashboard query parses
+as PromQL. `tests/process/test_prometheus_tls_scrape.py` has a real Prometheus scrape a
+node over HTTPS with that configuration.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ from tests.unit.server.live import base_url, live_node
 ROOT = Path(__file__).resolve().parents[3]
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "rules.yml"
+PROMETHEUS_TLS = MONITORING / "prometheus-tls.yml"
+# The lines of prometheus-tls.yml a cluster with client tokens uncomments.
+_TOKEN_LINES = re.compile(r"^(\s*)# ((?:authorization:|  type: |  credentials_file: ).*)$",
+                          re.M)
 DASHBOARD = MONITORING / "grafana" / "ringkv-dashboard.json"
 DS = "${DS_PROMETHEUS}"
 PROMTOOL = shutil.which("promtool")
@@ -297,6 +306,79 @@ def test_prometheus_scrapes_exactly_the_compose_nodes() -> None:
         assert set(prom["networks"]) & set(services[node]["networks"])
 
 
+def with_client_token(text: str) -> str:
+    """prometheus-tls.yml as for nodes with client tokens: its token lines uncommented."""
+    return _TOKEN_LINES.sub(r"\1\2", text)
+
+
+def _ringkv_job(config: dict[str, Any]) -> dict[str, Any]:
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "ringkv"]
+    return dict(job)
+
+
+def _merged_volumes(*services: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source of a service's short-syntax mounts, the later files'
+    overriding the earlier ones' at the same path, as Compose merges them."""
+    mounts: dict[str, str] = {}
+    for svc in services:
+        for mount in svc.get("volumes", []):
+            source, target = mount.split(":")[:2]
+            mounts[target] = source
+    return mounts
+
+
+def test_prometheus_tls_is_the_same_job_over_https_against_the_cluster_ca() -> None:
+    plain = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    text = PROMETHEUS_TLS.read_text()
+    tls = yaml.safe_load(text)
+    job, plain_job = _ringkv_job(tls), _ringkv_job(plain)
+    assert job.pop("scheme") == "https"
+    tls_config = job.pop("tls_config")
+    assert set(tls_config) == {"ca_file"}  # no insecure_skip_verify, no other name
+    assert tls_config["ca_file"] == "/etc/prometheus/tls/ca.crt"
+    # Everything else is prometheus.yml's: targets, node labels, rules, intervals.
+    assert job == plain_job
+    assert {k: v for k, v in tls.items() if k != "scrape_configs"} == {
+        k: v for k, v in plain.items() if k != "scrape_configs"}
+    # Shipped without a token (the compose cluster has no client tokens); the commented
+    # lines give the job a read token from a file.
+    assert "authorization" not in job
+    token_job = _ringkv_job(yaml.safe_load(with_client_token(text)))
+    assert token_job.pop("authorization") == {
+        "type": "Bearer", "credentials_file": "/etc/prometheus/ringkv-token"}
+    assert token_job == _ringkv_job(tls)
+
+
+def test_the_tls_compose_monitoring_profile_loads_it_with_the_nodes_ca() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    override = yaml.safe_load((ROOT / "compose.tls.yaml").read_text())
+    tls = yaml.safe_load(PROMETHEUS_TLS.read_text())
+    prom = override["services"]["prometheus"]
+    assert set(prom) == {"depends_on", "volumes"}  # profile, build, ports: compose.yaml's
+    assert prom["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
+    mounts = _merged_volumes(compose["services"]["prometheus"], prom)
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./monitoring/prometheus-tls.yml"
+    for rule_file in tls["rule_files"]:
+        assert mounts[f"/etc/prometheus/{rule_file}"] == f"./monitoring/{rule_file}"
+    # The CA file it names is the `ca.crt` of the volume the nodes' certificates and CA
+    # come from, mounted read-only.
+    ca_file = Path(_ringkv_job(tls)["tls_config"]["ca_file"])
+    (tls_mount,) = [m for m in prom["volumes"] if m.split(":")[1] == str(ca_file.parent)]
+    assert tls_mount.split(":")[0] == "tls" and tls_mount.endswith(":ro")
+    node_ca = override["services"]["n1"]["environment"]["RINGKV_TLS_CA"]
+    assert Path(node_ca).name == ca_file.name
+    node_mount = next(m for m in override["services"]["n1"]["volumes"]
+                      if m.split(":")[1] == str(Path(node_ca).parent))
+    assert node_mount.split(":")[0] == "tls"
+    # Every target is a node of the TLS cluster, on the name its certificate holds (the
+    # service name: `certs` issues each with hosts=[node, ...]).
+    certs = override["services"]["certs"]
+    issued = set(certs["environment"]["RINGKV_TLS_NODES"].split())
+    assert "hosts=[node," in certs["command"][0]
+    targets = {t for c in _ringkv_job(tls)["static_configs"] for t in c["targets"]}
+    assert {t.split(":")[0] for t in targets} == issued
+
+
 def _promtool(*args: str, cwd: Path = MONITORING) -> None:
     assert PROMTOOL is not None
     done = subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True,
@@ -312,6 +394,21 @@ needs_promtool = pytest.mark.skipif(
 def test_promtool_accepts_the_config_and_rules() -> None:
     _promtool("check", "config", "prometheus.yml")
     _promtool("check", "rules", "rules.yml")
+
+
+@needs_promtool
+def test_promtool_accepts_the_tls_config_with_and_without_a_client_token(
+        tmp_path: Path) -> None:
+    _promtool("check", "config", "prometheus-tls.yml")
+    # With the token lines: promtool wants the credentials file to exist, so the
+    # configuration goes to a directory that has it (and the rules it loads).
+    text = with_client_token(PROMETHEUS_TLS.read_text())
+    assert text != PROMETHEUS_TLS.read_text()
+    (tmp_path / "prometheus.yml").write_text(text.replace("/etc/prometheus/",
+                                                          f"{tmp_path}/"))
+    (tmp_path / "rules.yml").write_text(RULES.read_text())
+    (tmp_path / "ringkv-token").write_text("a-read-token-of-the-tokens-file\n")
+    _promtool("check", "config", "prometheus.yml", cwd=tmp_path)
 
 
 @needs_promtool
