@@ -42,6 +42,18 @@ share of the schedule is due), for the latency at a given throughput, such as ha
 saturated rate. The pacing is closed-loop: a thread that falls behind sends at once and
 does not make up the missed starts, so latency at overload is understated; below
 saturation the schedule holds.
+
+`--footprint` ends each cluster run (cluster-tls too), after its measurement and before
+its nodes stop, with what the loaded keys cost: every node's resident memory (VmRSS from
+/proc, its anonymous and file-backed parts; bytes per key summed over the nodes, and
+the growth since the node started), the bytes of every node's data dir (allocated on
+disk, st_blocks x 512, and apparent; per key and replica, i.e. the nodes' total over
+keys x N; the node's log is left out), and how long n1 takes to come back on its data:
+SIGTERM, wait for it to exit, start it again with the same arguments, time until
+/health, then /ready, answer 200. A node that is not back within 300 s fails the run
+with its log tail. The figures go into the report and under `footprint` in --json.
+
+    python scripts/bench.py --targets cluster --keys 1000000 --footprint
 """
 
 from __future__ import annotations
@@ -56,6 +68,7 @@ import platform
 import re
 import shutil
 import ssl
+import stat
 import statistics
 import subprocess
 import sys
@@ -76,6 +89,7 @@ from bench_targets import (
     EtcdTarget,
     Target,
     proc_cpu_seconds,
+    tail,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -165,7 +179,10 @@ async def _preload(bases: list[str], protocol: str, keys: int, value_size: int,
         while True:
             await asyncio.sleep(2.0)
             rate = done / max(1e-9, time.monotonic() - started)
-            say(f"  [{label}] preload {done}/{keys} keys ({rate:,.0f}/s)")
+            eta = (keys - done) / rate if rate > 0 else None
+            left = ("" if eta is None else f", {eta:.0f} s left" if eta < 120
+                    else f", {eta / 60:,.1f} min left")
+            say(f"  [{label}] preload {done:,}/{keys:,} keys ({rate:,.0f}/s{left})")
 
     connector = aiohttp.TCPConnector(limit=concurrency, ssl=ssl_context or True)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -387,6 +404,163 @@ def summarize_profile(path: Path, rate: int, seconds: float, top: int = 20) -> s
     return "\n".join(out)
 
 
+# ----------------------------------------------------------------------------- footprint
+
+MIB = 1 << 20
+STOP_TIMEOUT = 120.0  # seconds a node may take to exit cleanly on SIGTERM
+RESTART_TIMEOUT = 300.0  # seconds a restarted node may take to answer /ready 200
+NODE_LOG = "node.log"  # the node's output, kept by the benchmark in the data dir
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """Resident memory of a process from /proc/PID/status, in bytes: VmRSS (anon + file
+    + shmem), its anonymous and file-backed parts (LMDB's map is file-backed: page
+    cache the kernel may take back) and the peak (VmHWM)."""
+    wanted = {"VmRSS": "rss", "RssAnon": "rss_anon", "RssFile": "rss_file",
+              "VmHWM": "rss_peak"}
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            name, _, rest = line.partition(":")
+            if name in wanted:
+                out[wanted[name]] = int(rest.split()[0]) * 1024  # the kernel says kB
+    return out
+
+
+def dir_bytes(top: Path, skip: tuple[str, ...] = ()) -> dict[str, int]:
+    """Regular files under `top`: bytes allocated on disk (st_blocks x 512, what sparse
+    files really use) and apparent size (st_size); a hard-linked file counts once, links
+    are not followed, and the names in `skip` at the top level are left out."""
+    allocated = apparent = files = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, _dirs, names in os.walk(top):
+        for name in names:
+            path = Path(dirpath) / name
+            if path.parent == top and name in skip:
+                continue
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            allocated += st.st_blocks * 512
+            apparent += st.st_size
+            files += 1
+    return {"allocated": allocated, "apparent": apparent, "files": files}
+
+
+def _probe(target: ClusterTarget, hostport: str, path: str) -> tuple[int, str]:
+    """(status, reason from the JSON body) of GET path; status 0 when not reachable."""
+    try:
+        with urllib.request.urlopen(target.url(hostport, path), timeout=1.0,
+                                    context=target.ssl_context) as resp:
+            return resp.status, ""
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = str(json.loads(exc.read() or b"null").get("reason", ""))
+        except (ValueError, AttributeError, OSError):
+            reason = ""
+        return exc.code, reason
+    except OSError:
+        return 0, "not listening"
+
+
+def time_restart(target: ClusterTarget, index: int, label: str) -> dict[str, Any]:
+    """Stop node `index` cleanly, start it again on its data and time it back.
+
+    The times run from the start of the new process until /health, then /ready, first
+    answer 200 (polled every 50 ms, so each is late by at most that plus one request)."""
+    node_id, hostport = target.node_ids[index], target.http[index]
+    say(f"  [{label}] restart of {node_id}: stopping it (SIGTERM)")
+    t_stop = time.monotonic()
+    target.stop_node(index, STOP_TIMEOUT)
+    stop_s = time.monotonic() - t_stop
+    say(f"  [{label}] {node_id} exited in {stop_s:.2f} s; starting it again on its data")
+    t0 = time.monotonic()
+    proc = target.restart_node(index)
+    times: dict[str, float] = {}
+    status: dict[str, tuple[int, str]] = {}
+    next_note = t0 + 5.0
+    while True:
+        now = time.monotonic()
+        if proc.poll() is not None:
+            raise RuntimeError(f"{node_id} exited with code {proc.returncode} while"
+                               f" restarting; log {target.logs[index]}:\n"
+                               f"{tail(target.logs[index])}")
+        for path in ("/health", "/ready"):
+            if path not in times:
+                status[path] = _probe(target, hostport, path)
+                if status[path][0] == 200:
+                    times[path] = time.monotonic() - t0
+        if len(times) == 2:
+            break
+        if now - t0 > RESTART_TIMEOUT:
+            raise RuntimeError(
+                f"{node_id} not ready {RESTART_TIMEOUT:.0f} s after its restart (/health"
+                f" {status['/health'][0]}, /ready {status['/ready'][0]}"
+                f" {status['/ready'][1]}); log {target.logs[index]}:\n"
+                f"{tail(target.logs[index], 40)}")
+        if now >= next_note:
+            say(f"  [{label}] {node_id} restarting: {now - t0:.0f} s, "
+                + ", ".join(f"{path} " + (f"200 after {times[path]:.2f} s" if path in times
+                                          else f"{status[path][0] or '-'}"
+                                          + (f" ({status[path][1]})" if status[path][1]
+                                             else ""))
+                            for path in ("/health", "/ready")))
+            next_note = now + 5.0
+        time.sleep(0.05)
+    target.check_alive()
+    rss = proc_memory(proc.pid)["rss"]
+    say(f"  [{label}] {node_id} back: /health 200 after {times['/health']:.2f} s,"
+        f" /ready 200 after {times['/ready']:.2f} s (RSS {rss / MIB:.0f} MiB)")
+    return {"node": node_id, "stop_s": stop_s, "health_s": times["/health"],
+            "ready_s": times["/ready"], "rss_mib_after": rss / MIB}
+
+
+def footprint(target: ClusterTarget, args: argparse.Namespace, label: str,
+              rss_at_start: list[int]) -> dict[str, Any]:
+    """Memory and disk of every node with `args.keys` keys loaded, then n1's restart time.
+
+    Per key, RSS is summed over the nodes; disk bytes are per key and replica (the
+    nodes' total over keys x N). The data dir's node.log (the node's output, kept by
+    the benchmark) is left out of the disk figures."""
+    say(f"  [{label}] footprint: memory and disk of every node")
+    nodes = []
+    rss = anon = allocated = apparent = 0
+    for i, node_id in enumerate(target.node_ids):
+        mem = proc_memory(target.procs[i].pid)
+        disk = dir_bytes(target.workdir / node_id, skip=(NODE_LOG,))
+        rss, anon = rss + mem["rss"], anon + mem["rss_anon"]
+        allocated, apparent = allocated + disk["allocated"], apparent + disk["apparent"]
+        nodes.append({"node": node_id,
+                      **{f"{k}_mib": v / MIB for k, v in mem.items()},
+                      "rss_mib_at_start": rss_at_start[i] / MIB,
+                      "disk_allocated_mib": disk["allocated"] / MIB,
+                      "disk_apparent_mib": disk["apparent"] / MIB, "disk_files": disk["files"]})
+    copies = args.keys * args.n
+    out: dict[str, Any] = {
+        "keys": args.keys, "n": args.n, "nodes": nodes,
+        "rss_bytes_per_key": rss / args.keys,
+        "rss_anon_bytes_per_key": anon / args.keys,
+        "rss_growth_bytes_per_key": (rss - sum(rss_at_start)) / args.keys,
+        "disk_allocated_bytes_per_key_replica": allocated / copies,
+        "disk_apparent_bytes_per_key_replica": apparent / copies,
+    }
+    say(f"  [{label}] RSS {rss / MIB:.0f} MiB over the nodes ({out['rss_bytes_per_key']:,.0f}"
+        f" B/key, {out['rss_growth_bytes_per_key']:,.0f} B/key more than at start); disk"
+        f" {allocated / MIB:.0f} MiB allocated, {apparent / MIB:.0f} MiB apparent"
+        f" ({out['disk_allocated_bytes_per_key_replica']:,.0f} /"
+        f" {out['disk_apparent_bytes_per_key_replica']:,.0f} B per key and replica)")
+    out["restart"] = time_restart(target, 0, label)
+    return out
+
+
+def rss_of(target: Target) -> list[int]:
+    return [proc_memory(pid)["rss"] for pid in target.pids()]
+
+
 # --------------------------------------------------------------------------------- main
 
 
@@ -396,6 +570,8 @@ def measure(target: Target, args: argparse.Namespace, run: int, workdir: Path) -
     target.start()
     try:
         say(f"  [{label}] serving on {target.describe()}")
+        with_footprint = args.footprint and isinstance(target, ClusterTarget)
+        rss_at_start = rss_of(target) if with_footprint else []
         preload(target, args.keys, args.value_size, args.preload_concurrency, label)
         for attempt in range(1, args.retries + 2):
             wait_idle(target, args, label)
@@ -433,6 +609,9 @@ def measure(target: Target, args: argparse.Namespace, run: int, workdir: Path) -
             f" p99 {fmt(m.latency_ms('op', 'p99'))} ms, errors {m.errors()},"
             f" cpu: servers {m.server_cpu / m.duration:.2f} + wrk {m.wrk_cpu / m.duration:.2f}"
             f" + other {m.other_cpu / m.duration:.2f} cores")
+        if with_footprint:
+            assert isinstance(target, ClusterTarget)
+            m.extra["footprint"] = footprint(target, args, label, rss_at_start)
         return m
     finally:
         target.stop()
@@ -546,6 +725,7 @@ def report(results: list[Measurement], args: argparse.Namespace) -> dict[str, An
             f"{cpu['server']:.2f}+{cpu['wrk']:.2f}+{cpu['other']:.2f}",
             f"{row['server_cpu_us_per_op']:,.0f} us")
     console.print(table)
+    footprint_report(console, by_target, summary)
     if len(by_target.get("bare", [])) > 0 or len(by_target.get("cluster", [])) > 0:
         for name, ms in by_target.items():
             if len(ms) > 1:
@@ -582,6 +762,52 @@ def report(results: list[Measurement], args: argparse.Namespace) -> dict[str, An
     if any(m.errors() for m in results):
         console.print("[red]errors: some requests failed (see --json for status codes)[/red]")
     return summary
+
+
+def footprint_report(console: Any, by_target: dict[str, list[Measurement]],
+                     summary: dict[str, Any]) -> None:
+    """The --footprint figures: a row per node and run, lines per run, medians in the
+    summary."""
+    from rich.table import Table
+
+    runs = [m for ms in by_target.values() for m in ms if "footprint" in m.extra]
+    if not runs:
+        return
+    first = runs[0].extra["footprint"]
+    table = Table(title=f"footprint after the measurement: {first['keys']:,} keys, N={first['n']}"
+                        " (MiB; RSS = anon + file + shmem, peak = VmHWM, at start = before"
+                        " the preload)")
+    for col in ("target", "node", "RSS", "anon", "file", "peak", "at start",
+                "disk allocated", "disk apparent"):
+        table.add_column(col, justify="left" if col in ("target", "node") else "right")
+    for m in runs:
+        for n in m.extra["footprint"]["nodes"]:
+            table.add_row(f"{m.target} run {m.run}", n["node"], f"{n['rss_mib']:,.1f}",
+                          f"{n['rss_anon_mib']:,.1f}", f"{n['rss_file_mib']:,.1f}",
+                          f"{n['rss_peak_mib']:,.1f}", f"{n['rss_mib_at_start']:,.1f}",
+                          f"{n['disk_allocated_mib']:,.1f}", f"{n['disk_apparent_mib']:,.1f}")
+    console.print(table)
+    for m in runs:
+        fp = m.extra["footprint"]
+        r = fp["restart"]
+        console.print(
+            f"{m.target} run {m.run}: RSS {fp['rss_bytes_per_key']:,.0f} B/key over the nodes"
+            f" (anon {fp['rss_anon_bytes_per_key']:,.0f}, growth since start"
+            f" {fp['rss_growth_bytes_per_key']:,.0f}); disk"
+            f" {fp['disk_allocated_bytes_per_key_replica']:,.0f} B per key and replica"
+            f" allocated ({fp['disk_apparent_bytes_per_key_replica']:,.0f} apparent);"
+            f" {r['node']} restart: exited in {r['stop_s']:.2f} s, /health 200 after"
+            f" {r['health_s']:.2f} s, /ready 200 after {r['ready_s']:.2f} s", highlight=False)
+    for name, ms in by_target.items():
+        fps = [m.extra["footprint"] for m in ms if "footprint" in m.extra]
+        if fps:
+            summary[name]["footprint"] = {
+                key: median([fp[key] for fp in fps])
+                for key in ("rss_bytes_per_key", "rss_anon_bytes_per_key",
+                            "rss_growth_bytes_per_key", "disk_allocated_bytes_per_key_replica",
+                            "disk_apparent_bytes_per_key_replica")
+            } | {f"restart_{k}": median([fp["restart"][k] for fp in fps])
+                 for k in ("stop_s", "health_s", "ready_s")}
 
 
 def main() -> int:
@@ -640,6 +866,10 @@ def main() -> int:
                         help="py-spy n1 during each cluster measurement; writes "
                              "PREFIX.runK.txt (collapsed stacks) and PREFIX.runK.top.txt")
     parser.add_argument("--profile-rate", type=int, default=250, help="py-spy samples/s")
+    parser.add_argument("--footprint", action="store_true",
+                        help="cluster targets: after each measurement, report every node's"
+                             " resident memory and data-dir bytes (per key), then time n1's"
+                             " restart on its data until /health and /ready answer 200")
     args = parser.parse_args()
 
     if shutil.which("wrk") is None:

@@ -178,6 +178,7 @@ class ClusterTarget(Target):
         self.node_opts = ["--storage", storage, "--sync", sync, "--n", str(n), "--r", str(r),
                           "--w", str(w), "--log-level", "warning", *extra]
         self.node_ids: list[str] = []
+        self.cmds: list[list[str]] = []  # every node's command line, to start it again
         self.tls = tls
         if tls:
             self.name = "cluster-tls"
@@ -204,15 +205,42 @@ class ClusterTarget(Target):
                "--http-port", str(http_port), "--rpc-port", str(rpc_port),
                "--data-dir", str(data), "--seeds", seeds, *self.node_opts,
                *self._tls_opts(node_id)]
-        with open(log, "ab") as fh:
-            fh.write((" ".join(cmd) + "\n").encode())
-            fh.flush()
-            self.procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh,
-                                               stderr=subprocess.STDOUT,
-                                               start_new_session=True, cwd=ROOT))
+        self.procs.append(self._launch(cmd, log))
+        self.cmds.append(cmd)
         self.logs.append(log)
         self.http.append(f"{HOST}:{http_port}")
         self.node_ids.append(node_id)
+
+    @staticmethod
+    def _launch(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as fh:
+            fh.write((" ".join(cmd) + "\n").encode())
+            fh.flush()
+            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd=ROOT)
+
+    def stop_node(self, index: int, timeout: float) -> None:
+        """Stop node `index` cleanly (SIGTERM) and wait for it to exit; the others run on.
+
+        A node that is not gone after `timeout` seconds is an error (its log tail in
+        the message); it is left running for `stop` to kill."""
+        proc = self.procs[index]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{self.node_ids[index]} did not exit within {timeout:.0f} s of"
+                               f" SIGTERM; log {self.logs[index]}:\n"
+                               f"{tail(self.logs[index])}") from None
+
+    def restart_node(self, index: int) -> subprocess.Popen[bytes]:
+        """Start stopped node `index` again: same command line, ports and data dir."""
+        if self.procs[index].poll() is None:
+            raise RuntimeError(f"{self.node_ids[index]} is still running")
+        self.procs[index] = self._launch(self.cmds[index], self.logs[index])
+        return self.procs[index]
 
     def start(self) -> None:
         ports = free_ports(2 * self.nodes)

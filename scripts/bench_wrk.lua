@@ -81,7 +81,6 @@ end
 ---------------------------------------------------------------- running (per thread)
 
 local nkeys, prefix, value_size, read_fraction
-local cdf = nil       -- zipfian CDF (ffi double array), nil for uniform keys
 local base_value
 local writes = 0
 
@@ -120,29 +119,60 @@ local is_update = false
 local context = nil
 local op_start, req_start = 0, 0
 
-local function build_cdf(n, theta)
-  local c = ffi.new("double[?]", n)
-  local sum = 0.0
-  for i = 1, n do
-    sum = sum + 1.0 / (i ^ theta)
-    c[i - 1] = sum
+-- Zipfian ranks by rejection-inversion (Hoermann and Derflinger, "Rejection-inversion
+-- to generate variates from monotone discrete distributions", 1996): exact, P(rank k)
+-- proportional to k^-theta for k = 1..n, in O(1) memory and set-up, so a million keys
+-- cost each wrk thread nothing before its first request (a CDF table would be n
+-- doubles, built by every thread in turn while the first ones already load the target).
+ffi.cdef [[
+double log1p(double x);
+double expm1(double x);
+]]
+local C = ffi.C
+local function helper1(x) -- log1p(x) / x, continuous at 0
+  if math.abs(x) > 1e-8 then return C.log1p(x) / x end
+  return 1 - x * (0.5 - x * (1 / 3 - 0.25 * x))
+end
+local function helper2(x) -- expm1(x) / x, continuous at 0
+  if math.abs(x) > 1e-8 then return C.expm1(x) / x end
+  return 1 + x * 0.5 * (1 + x / 3 * (1 + 0.25 * x))
+end
+
+local zipf = nil -- { theta, n, h_x1, h_n, s } once init() has set it up
+
+local function zipf_h(theta, x) return math.exp(-theta * log(x)) end
+local function zipf_hint(theta, x) -- integral of h
+  local lx = log(x)
+  return helper2((1 - theta) * lx) * lx
+end
+local function zipf_hinv(theta, x) -- inverse of zipf_hint
+  local t = x * (1 - theta)
+  if t < -1 then t = -1 end
+  return math.exp(helper1(t) * x)
+end
+
+local function zipf_setup(n, theta)
+  return { theta = theta, n = n, h_x1 = zipf_hint(theta, 1.5) - 1,
+           h_n = zipf_hint(theta, n + 0.5),
+           s = 2 - zipf_hinv(theta, zipf_hint(theta, 2.5) - zipf_h(theta, 2)) }
+end
+
+local function zipf_rank(z) -- 1..n
+  local theta = z.theta
+  while true do
+    local u = z.h_n + math.random() * (z.h_x1 - z.h_n)
+    local x = zipf_hinv(theta, u)
+    local k = floor(x + 0.5)
+    if k < 1 then k = 1 elseif k > z.n then k = z.n end
+    if k - x <= z.s or u >= zipf_hint(theta, k + 0.5) - zipf_h(theta, k) then return k end
   end
-  for i = 0, n - 1 do c[i] = c[i] / sum end
-  c[n - 1] = 1.0
-  return c
 end
 
 local function pick_key()
-  if cdf == nil then
+  if zipf == nil then
     return math.random(0, nkeys - 1)
   end
-  local u = math.random()
-  local lo, hi = 0, nkeys - 1
-  while lo < hi do -- first index with cdf >= u
-    local mid = floor((lo + hi) / 2)
-    if cdf[mid] < u then lo = mid + 1 else hi = mid end
-  end
-  return lo
+  return zipf_rank(zipf) - 1
 end
 
 function init(args)
@@ -154,7 +184,7 @@ function init(args)
   local seed = tonumber(env("BENCH_SEED", "1"))
   math.randomseed(seed * 1000003 + (thread_index or 0) * 7919 + 17)
   for _ = 1, 10 do math.random() end
-  if theta > 0 then cdf = build_cdf(nkeys, theta) end
+  if theta > 0 then zipf = zipf_setup(nkeys, theta) end
   base_value = string.rep("v", value_size)
 end
 
