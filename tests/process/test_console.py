@@ -40,7 +40,7 @@ import aiohttp
 import httpx
 import pytest
 
-from tests.support.procs import HTTP_TIMEOUT, Cluster, NodeProc
+from tests.support.procs import Cluster
 
 pytestmark = pytest.mark.slow
 
@@ -358,18 +358,6 @@ def test_console_shows_the_cluster_live_in_a_real_browser(make_cluster: MakeClus
 # --- a node with client tokens ----------------------------------------------------------
 
 
-class AdminTokenNode(NodeProc):
-    """A node whose own helpers (health, cluster view, probes) carry an admin token of
-    its tokens file; the browser carries only what its fields hold."""
-
-    @property
-    def http(self) -> httpx.Client:
-        if self._http is None:
-            self._http = httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT,
-                                      headers={"Authorization": f"Bearer {FILE_ADMIN_TOKEN}"})
-        return self._http
-
-
 def _type_into(field: str, value: str) -> str:
     """JavaScript that types `value` into the input `field` as a user would (an input
     event follows the change)."""
@@ -534,9 +522,9 @@ def test_console_asks_a_node_with_client_tokens_for_a_read_token(make_cluster: M
     tokens.write_text(f"{READ_TOKEN} read\n{FILE_ADMIN_TOKEN} admin\n")
     cluster = make_cluster(size=1, start=False, extra_args=(
         "--n", "1", "--r", "1", "--w", "1", "--tokens-file", str(tokens)))
-    plain = cluster.nodes[0]
-    cluster.nodes[0] = AdminTokenNode(plain.node_id, plain.http_port, plain.rpc_port,
-                                      cluster.base_dir, plain.seeds, plain.extra_args)
+    # The harness's own requests (health, cluster view) carry an admin token of the
+    # file; the browser carries only what its fields hold.
+    cluster.nodes[0].bearer = FILE_ADMIN_TOKEN
     cluster.start()
     base = cluster["n1"].url
     # The page is open; what it shows is not.

@@ -35,7 +35,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from ringkv.tools.certs import init_ca, issue
-from tests.support.procs import HOST, HTTP_TIMEOUT, Cluster, NodeProc, free_ports, wait_until
+from tests.support.procs import HOST, Cluster, free_ports, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -49,26 +49,6 @@ SCRAPED_WITHIN = 30.0  # seconds for Prometheus to start and scrape every job on
 # The lines of prometheus-tls.yml a cluster with client tokens uncomments.
 _TOKEN_LINES = re.compile(r"^(\s*)# ((?:authorization:|  type: |  credentials_file: ).*)$",
                           re.M)
-
-
-class HttpsTokenNode(NodeProc):
-    """A node serving HTTPS with client tokens; the harness's own requests (health,
-    cluster view, probes) check its certificate and carry an admin token."""
-
-    ca: Path
-
-    @property
-    def url(self) -> str:
-        return f"https://{HOST}:{self.http_port}"
-
-    @property
-    def http(self) -> httpx.Client:
-        if self._http is None:
-            self._http = httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT,
-                                      verify=ssl.create_default_context(
-                                          cafile=str(self.ca)),
-                                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-        return self._http
 
 
 def _job(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -139,11 +119,11 @@ def test_prometheus_scrapes_a_tls_node_with_a_read_token(make_cluster: MakeClust
         "--n", "1", "--r", "1", "--w", "1", "--tokens-file", str(tokens),
         "--tls-ca", str(pki / "ca.crt"), "--tls-cert", str(crt), "--tls-key", str(key),
         "--http-tls", "on"))
-    plain = cluster.nodes[0]
-    node = HttpsTokenNode(plain.node_id, plain.http_port, plain.rpc_port, cluster.base_dir,
-                          plain.seeds, plain.extra_args)
-    node.ca = pki / "ca.crt"
-    cluster.nodes[0] = node
+    # The harness's own requests (health, cluster view, probes) check the node's
+    # certificate and carry an admin token.
+    node = cluster.nodes[0]
+    node.verify = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    node.bearer = ADMIN_TOKEN
     cluster.start()
     assert node.put("scraped", b"v").status_code == 204  # a request for the metrics
 

@@ -116,27 +116,6 @@ def trusting(*ca_dirs: Path, client: tuple[Path, Path] | None = None) -> ssl.SSL
 # ------------------------------------------------------------------------------- nodes
 
 
-class HttpsNode(NodeProc):
-    """A node whose client port speaks HTTPS; its client checks the certificate."""
-
-    def __init__(self, node_id: str, ports: tuple[int, int], base_dir: Path,
-                 seeds: Sequence[str], extra_args: Sequence[str],
-                 verify: ssl.SSLContext) -> None:
-        super().__init__(node_id, *ports, base_dir, seeds, extra_args)
-        self.verify = verify
-
-    @property
-    def url(self) -> str:
-        return f"https://{HOST}:{self.http_port}"
-
-    @property
-    def http(self) -> httpx.Client:
-        if self._http is None:
-            self._http = httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT,
-                                      verify=self.verify)
-        return self._http
-
-
 def tls_cluster(base: Path, pki: Pki, size: int, http_tls: str = "on",
                 extra: Sequence[str] = (), client: tuple[Path, Path] | None = None) -> Cluster:
     """`size` HTTPS nodes n1.. with certificates of the cluster CA (not started)."""
@@ -148,8 +127,10 @@ def tls_cluster(base: Path, pki: Pki, size: int, http_tls: str = "on",
         live = base / "live" / node_id
         install(live, pki.ca, *issue_once(pki.ca, node_id))
         seeds = [cluster.nodes[0].rpc_addr] if cluster.nodes else []
-        cluster.nodes.append(HttpsNode(node_id, (ports[2 * i - 2], ports[2 * i - 1]), base,
-                                       seeds, [*tls_args(live, http_tls), *extra], verify))
+        node = NodeProc(node_id, ports[2 * i - 2], ports[2 * i - 1], base, seeds,
+                        [*tls_args(live, http_tls), *extra])
+        node.verify = verify  # HTTPS, the certificate checked
+        cluster.nodes.append(node)
     return cluster
 
 

@@ -61,21 +61,9 @@ ALL_TOKENS = [READ, WRITE, ADMIN, READ_CARTS, WRITE_CARTS, ADMIN_CARTS, CONTRACT
 ONE_NODE = ("--n", "1", "--r", "1", "--w", "1", "--log-level", "debug")
 
 
-class TokenNode(NodeProc):
-    """A node whose own helpers (health, cluster view, local reads) carry the admin
-    token; the tests' requests go through `call` with exactly the token they name."""
-
-    @property
-    def http(self) -> httpx.Client:
-        if self._http is None:
-            self._http = httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT,
-                                      headers={"Authorization": f"Bearer {ADMIN}"})
-        return self._http
-
-
 def token_cluster(base: Path, tokens: str, size: int = 1,
                   extra: tuple[str, ...] = ONE_NODE) -> tuple[Cluster, Path]:
-    """A cluster of `size` TokenNodes sharing one tokens file (not started)."""
+    """A cluster of `size` nodes sharing one tokens file (not started)."""
     base.mkdir(parents=True, exist_ok=True)
     path = base / "tokens.txt"
     path.write_text(tokens)
@@ -87,8 +75,9 @@ def token_cluster(base: Path, tokens: str, size: int = 1,
     for _ in range(size):
         node = cluster.add_node(extra_args=[*extra, "--tokens-file", str(path),
                                             "--config", str(config)])
-        cluster.nodes[-1] = TokenNode(node.node_id, node.http_port, node.rpc_port, base,
-                                      node.seeds, node.extra_args)
+        # The harness's own requests (health, cluster view, local reads) carry the admin
+        # token; the tests' requests go through `call` with exactly the token they name.
+        node.bearer = ADMIN
     return cluster, path
 
 

@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -146,12 +147,19 @@ class NodeProc:
         self.paused = False
         self.starts = 0
         self._http: httpx.Client | None = None
+        # How the harness's own client (`http`) reaches the node: over HTTPS, checking
+        # the node's certificate with `verify`, when that is set; carrying `bearer` as
+        # its client token when that is set (a node with --tokens-file). Set both
+        # before the first request.
+        self.verify: ssl.SSLContext | None = None
+        self.bearer: str | None = None
 
     # --- identity ---------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.http_port}"
+        scheme = "http" if self.verify is None else "https"
+        return f"{scheme}://{HOST}:{self.http_port}"
 
     @property
     def rpc_addr(self) -> str:
@@ -281,7 +289,10 @@ class NodeProc:
     @property
     def http(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT)
+            headers = {"Authorization": f"Bearer {self.bearer}"} if self.bearer else None
+            self._http = httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT,
+                                      verify=True if self.verify is None else self.verify,
+                                      headers=headers)
         return self._http
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
