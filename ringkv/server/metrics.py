@@ -19,10 +19,16 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gossip.membership import LEFT
+from ringkv.server.runtime import COMMIT_BUCKETS
 from storage.memory import MemoryEngine
 
 if TYPE_CHECKING:
@@ -74,9 +80,12 @@ class _NodeCollector:
              self.runtime.bad_frames),
             ("ringkv_storage_commits", "Group commits (one durable transaction each)",
              self.runtime.commits),
+            ("ringkv_storage_committed_writes", "Records made durable by group commits",
+             self.runtime.committed_writes),
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)
+        yield _commit_histogram(self.runtime)
         moved = node.transfers.stats
         for unit, received, sent in (("keys", moved.keys_received, moved.keys_sent),
                                      ("bytes", moved.bytes_received, moved.bytes_sent)):
@@ -183,6 +192,18 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _commit_histogram(runtime: NodeRuntime) -> HistogramMetricFamily:
+    cumulative, buckets = 0, []
+    for bound, count in zip((*COMMIT_BUCKETS, float("inf")), runtime.commit_counts,
+                            strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return HistogramMetricFamily(
+        "ringkv_storage_commit_seconds", "Duration of each group commit, from sealing"
+        " its batch to its end (hand-off to the commit thread included)",
+        buckets=buckets, sum_value=runtime.commit_seconds)
 
 
 def _pending_ranges(view: dict[str, object]) -> int:

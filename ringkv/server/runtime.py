@@ -25,6 +25,7 @@ slots, one loop timer each, and the runtime's safety deadline is a sweep by the 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -79,6 +80,8 @@ MAX_REQUEST_HEAD = MAX_HEADER_FIELD + MAX_REQUEST_LINE
 # Seconds past a request's own timeout before the runtime answers it itself: room for a
 # forwarded write's grace and a group commit, so the coordinator's answer comes first.
 REQUEST_GRACE = 1.0
+# Upper bounds (seconds) of the group-commit duration histogram.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 # Seconds of one timer slot: the node's timers due within one slot fire together, at
 # its end (a deadline is kept at most this late).
 TIMER_SLOT = 0.005
@@ -165,6 +168,12 @@ class NodeRuntime:
         self._seeds_forgotten = False
         self._judged_down: set[str] = set()  # members whose connection was dropped
         self.commits = 0
+        self.committed_writes = 0  # records made durable, over all commits
+        # How long each group commit took, from sealing its batch to the end of the
+        # commit (the hand-off to the commit thread and back included): counts per
+        # `COMMIT_BUCKETS` bound (the last, past every bound), and their sum.
+        self.commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
+        self.commit_seconds = 0.0
         self.storage_full_batches = 0  # batches abandoned because storage was full
         # Experiments only (config refuses it without `experimental`): WARS leg delays.
         self.injector = (LatencyInjector.from_spec(config.inject_latency,
@@ -488,12 +497,13 @@ class NodeRuntime:
             # Only this task starts batches (one task at a time), so `start` never finds
             # one in flight: it seals whatever is staged, or ends the loop.
             while (batch := self._gate.start()) is not None:
+                started = self._loop.time()
                 try:
                     await self._commit(batch)
                 except StorageFullError as exc:
                     self._storage_full(batch, exc)
                     continue
-                self.commits += 1
+                self._count_commit(len(batch), self._loop.time() - started)
                 self.node.store.full = None
                 encoded: dict[int, bytes] = {}
                 for effect in self._gate.committed():
@@ -509,6 +519,12 @@ class NodeRuntime:
             raise
         finally:
             self._committer = None
+
+    def _count_commit(self, writes: int, seconds: float) -> None:
+        self.commits += 1
+        self.committed_writes += writes
+        self.commit_seconds += seconds
+        self.commit_counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
 
     async def _commit(self, batch: Batch) -> None:
         """Commit `batch`, growing the engine and retrying while it does not fit."""

@@ -36,3 +36,15 @@ def test_a_bounded_memory_engine_exports_use_limit_and_evictions() -> None:
     assert got["ringkv_storage_limit_bytes"] == 64 << 20
     assert got["ringkv_storage_used_bytes"] >= 0
     assert got["ringkv_storage_evictions_total"] == 0
+
+
+def test_group_commits_are_counted_with_their_writes_and_durations(tmp_path: Path) -> None:
+    got = asyncio.run(_scrape_after_a_write(storage="lmdb", data_dir=str(tmp_path),
+                                            map_size=1 << 30))
+    commits = got["ringkv_storage_commits_total"]
+    assert commits >= 1
+    # The write's record (and whatever the node stored of its own at start) is durable.
+    assert got["ringkv_storage_committed_writes_total"] >= 1
+    # One duration observed per commit, each a real one (a synced commit takes time).
+    assert got["ringkv_storage_commit_seconds_count"] == commits
+    assert got["ringkv_storage_commit_seconds_sum"] > 0
