@@ -91,6 +91,16 @@ def no_server_error_but_503_507(ctx: Any, response: Any, case: Any) -> None:
 
 CHECKS = [no_server_error_but_503_507, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
+# A 200 of these is a stored value under the Content-Type it was stored with, which an
+# earlier fuzzed PUT chose (`application/json` over bytes that are not JSON, say): the
+# document says "any bytes, any type" (`*/*`, binary), so the body is not parsed as the
+# type it names. Everything else of the answer is checked.
+STORED_VALUE_READS = {"GET /kv/{key}", "GET /buckets/{bucket}/kv/{key}"}
+VALUE_CHECKS = [c for c in CHECKS if c is not response_schema_conformance]
+
+
+def checks_for(label: str, status: int) -> list[Any]:
+    return VALUE_CHECKS if label in STORED_VALUE_READS and status == 200 else CHECKS
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +125,8 @@ def test_fuzz_operation(cluster: Cluster, label: str) -> None:
         response = case.call(base_url=next(nodes), headers=headers, timeout=30)
         SENT[label] += 1
         STATUSES[(label, response.status_code)] += 1
-        case.validate_response(response, checks=CHECKS, headers=headers)
+        case.validate_response(response, checks=checks_for(label, response.status_code),
+                               headers=headers)
 
     print(f"\n{label}: seed {SEED} (RINGKV_FUZZ_SEED replays it)")
     seed(SEED)(run)()
