@@ -82,7 +82,12 @@ def _node_id(doc: Any) -> str | None:
 def _context(text: Any) -> Context:
     if not isinstance(text, str):
         raise ValueError("malformed context")
-    return decode_context(text)  # a ContextError is a ValueError
+    context = decode_context(text)  # a ContextError is a ValueError
+    # One encoding per context on the wire, as for every other field: a client may
+    # send "" for none, a peer sends the encoding `encode_context` gives.
+    if encode_context(context) != text:
+        raise ValueError("context not in its canonical encoding")
+    return context
 
 
 def _write_request_doc(req: WriteRequest) -> list[Any]:

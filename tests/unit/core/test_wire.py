@@ -40,7 +40,7 @@ from ringkv.core.transfer_wire import (
     SyncDone,
 )
 from storage.crdt import CounterAdd, SetEdit
-from storage.versions import EMPTY_CONTEXT, update
+from storage.versions import EMPTY_CONTEXT, encode_context, update
 
 ACTOR = ("n1", 42, 7)
 STATE, CTX = update(None, EMPTY_CONTEXT, ACTOR, b"value", "text/plain", 1234, 9999)
@@ -153,6 +153,21 @@ def test_a_too_many_siblings_reply_is_decoded_strictly() -> None:
             wire.decode(msgpack.packb([21, 9, doc], use_bin_type=True))
     frame = msgpack.packb([21, 9, ["siblings", 101, 100]], use_bin_type=True)
     assert wire.decode(frame) == ForwardReply(9, TooManySiblings(101, 100))
+
+
+def test_a_forwarded_context_in_another_encoding_than_its_own_is_refused() -> None:
+    """A found input: a ForwardWrite whose context was "" decoded (to the empty
+    context) but re-encoded to other bytes. Every context on the wire is in the
+    encoding `encode_context` gives; the same for a forwarded answer's context."""
+    request = [b"\x00", b"", "text/plain", "", None, None, 256]
+    with pytest.raises(wire.WireError):
+        wire.decode(msgpack.packb([20, 0, request], use_bin_type=True))
+    padded = encode_context(EMPTY_CONTEXT) + "=="
+    with pytest.raises(wire.WireError):
+        wire.decode(msgpack.packb([21, 9, ["ok", padded, 2]], use_bin_type=True))
+    canonical = [b"\x00", b"", "text/plain", encode_context(EMPTY_CONTEXT), None, None, 256]
+    frame = msgpack.packb([20, 0, canonical], use_bin_type=True)
+    assert wire.encode(wire.decode(frame)) == frame
 
 
 def test_random_bytes_are_wire_errors() -> None:
